@@ -1,0 +1,22 @@
+"""The weekly search-terms pipeline: report → parsed rows → top 3 per term → warehouse table."""
+
+import dagster as dg
+
+from assets.search_terms.parse import parse_search_terms
+from assets.search_terms.report import GROUP, search_terms_report
+from assets.search_terms.warehouse_table import search_terms_top3_table
+from partitions.weekly import search_terms_weeks
+
+ASSETS = [search_terms_report, parse_search_terms, search_terms_top3_table]
+
+# Steps run one after another in one process: each streams files the next one reads, so
+# separate processes would only add start-up time.
+search_terms_job = dg.define_asset_job(
+    "search_terms_weekly",
+    selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=search_terms_weeks,
+    executor_def=dg.in_process_executor,
+    description="Load one week of Amazon Search Terms into the warehouse's top-3 table.",
+)
+
+defs = dg.Definitions(assets=ASSETS, jobs=[search_terms_job])

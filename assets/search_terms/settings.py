@@ -1,0 +1,32 @@
+"""Settings of the search-terms pipeline and the object keys it reads and writes."""
+
+from datetime import date
+
+import dagster as dg
+
+
+class SearchTermsSettings(dg.ConfigurableResource):
+    """Every setting has a default; orchestration/deployment.py reads overrides from the environment."""
+
+    reports_prefix: str = "search_terms/reports"  # where weekly reports land: <prefix>/<week>.json[.gz]
+    output_prefix: str = "search_terms"  # parsed, rejects and top-3 files: <prefix>/<week>/...
+    warehouse_table: str = "search_terms_top3"
+    max_reject_fraction: float = 0.001  # a run fails when more records than this are rejected
+    total_share_tolerance: float = 1e-6  # how far above 1 a three-product total may round
+    chunk_mb: int = 4  # bytes of the report scanned per task
+    scan_workers: int = 2  # threads scanning the report at once
+    progress_interval_seconds: float = 5.0
+    duckdb_memory_limit: str = "512MB"  # for the rare report whose rows are not grouped by term
+
+    def report_candidates(self, week: date) -> list[str]:
+        base = f"{self.reports_prefix.rstrip('/')}/{week.isoformat()}"
+        return [f"{base}.json", f"{base}.json.gz"]
+
+    def parsed_key(self, week: date) -> str:
+        return f"{self.output_prefix.rstrip('/')}/{week.isoformat()}/parsed.parquet"
+
+    def rejects_key(self, week: date) -> str:
+        return f"{self.output_prefix.rstrip('/')}/{week.isoformat()}/rejects.ndjson"
+
+    def top3_key(self, week: date) -> str:
+        return f"{self.output_prefix.rstrip('/')}/{week.isoformat()}/top3.parquet"

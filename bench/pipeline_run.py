@@ -1,0 +1,52 @@
+"""The full search-terms pipeline for one week, as a Dagster run on the embedded defaults.
+
+    python -m bench.pipeline_run REPORT.json HOME WEEK  → one JSON line with the run's figures
+
+The report is hard-linked into HOME's object store. Timing covers the Dagster run (all
+four steps, event logging and checks included), not the interpreter's start and imports;
+peak_rss is the whole process's peak, imports included.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from engine.measure import peak_rss_bytes
+
+
+def main() -> None:
+    report, home, week = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    shutil.rmtree(home, ignore_errors=True)
+    target = home / "data" / "search_terms" / "reports" / f"{week}.json"
+    target.parent.mkdir(parents=True)
+    try:
+        os.link(report, target)
+    except OSError:
+        shutil.copyfile(report, target)
+    os.environ["FLOODGATE_HOME"] = str(home)
+
+    from orchestration.definitions import defs  # noqa: E402 - after FLOODGATE_HOME is set
+
+    job = defs.resolve_job_def("search_terms_weekly")
+    rss_before = peak_rss_bytes()
+    started = time.perf_counter()
+    result = job.execute_in_process(partition_key=week, instance=dg.DagsterInstance.ephemeral())
+    seconds = time.perf_counter() - started
+    assert result.success
+    steps = {}
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        steps[event.materialization.asset_key.to_user_string()] = {
+            k: meta[k].value for k in ("rows_in", "seconds", "peak_rss_mb") if k in meta
+        }
+    rows = steps["parsed_search_terms"]["rows_in"]
+    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss": peak_rss_bytes(), "rss_before_run": rss_before, "steps": steps}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Python side of the native record scanner (record_scanner.c).
+
+The C source is compiled on first use with the system C compiler into a cache directory,
+under a name that carries a hash of the source, so an edited source is rebuilt and
+concurrent builds never see each other's half-written files. ctypes releases the GIL for
+the duration of each call, which is what lets several threads scan at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from engine.search_terms.groups import Groups
+from engine.search_terms.records import PARSED_SCHEMA
+
+SOURCE = Path(__file__).with_name("record_scanner.c")
+COMPILE_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c11", "-D_DEFAULT_SOURCE"]
+
+# Outcome of one call (mirrors the enum in the C source).
+CHUNK_END, ARRAY_END, INCOMPLETE, SYNTAX, ROWS_FULL = range(5)
+
+SYNTAX_ERRORS = {
+    1: "unexpected character",
+    2: "invalid escape sequence in a string",
+    3: "unescaped control character in a string",
+    4: "invalid UTF-8 in a string",
+    5: "invalid number",
+    6: "values nested too deeply",
+    7: "invalid literal (expected true, false or null)",
+    8: "expected a quoted key",
+    9: "expected ':' after a key",
+    10: "expected ',' or a closing bracket",
+}
+
+# Row rules, and the JSON field each rule's field number names.
+MISSING, WRONG_TYPE, OUT_OF_RANGE, LONE_SURROGATE, NOT_OBJECT = range(1, 6)
+SOURCE_FIELDS = (
+    "departmentName",
+    "searchTerm",
+    "clickedAsin",
+    "clickedItemName",
+    "searchFrequencyRank",
+    "clickShareRank",
+    "clickShare",
+    "conversionShare",
+)
+N_STRINGS = 4
+
+_i32p = ctypes.POINTER(ctypes.c_int32)
+_i64p = ctypes.POINTER(ctypes.c_int64)
+_u8p = ctypes.POINTER(ctypes.c_uint8)
+_f64p = ctypes.POINTER(ctypes.c_double)
+
+
+class _Scan(ctypes.Structure):
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("len", ctypes.c_int64),
+        ("expect_comma", ctypes.c_int32),
+        ("pad0", ctypes.c_int32),
+        ("max_rows", ctypes.c_int64),
+        ("offsets", ctypes.c_void_p * N_STRINGS),
+        ("data", ctypes.c_void_p * N_STRINGS),
+        ("item_name_valid", ctypes.c_void_p),
+        ("freq_rank", ctypes.c_void_p),
+        ("click_rank", ctypes.c_void_p),
+        ("click_share", ctypes.c_void_p),
+        ("conversion_share", ctypes.c_void_p),
+        ("rej_element", ctypes.c_void_p),
+        ("rej_start", ctypes.c_void_p),
+        ("rej_end", ctypes.c_void_p),
+        ("rej_reason", ctypes.c_void_p),
+        ("rej_field", ctypes.c_void_p),
+        ("grp_first", ctypes.c_void_p),
+        ("grp_size", ctypes.c_void_p),
+        ("grp_pick", ctypes.c_void_p * 3),
+        ("grp_min_freq", ctypes.c_void_p),
+        ("grp_max_freq", ctypes.c_void_p),
+        ("grp_ranked", ctypes.c_void_p),
+        ("grp_hash", ctypes.c_void_p),
+        ("n_rows", ctypes.c_int64),
+        ("n_elements", ctypes.c_int64),
+        ("n_rejects", ctypes.c_int64),
+        ("n_groups", ctypes.c_int64),
+        ("consumed", ctypes.c_int64),
+        ("err_pos", ctypes.c_int64),
+        ("status", ctypes.c_int32),
+        ("err_code", ctypes.c_int32),
+    ]
+
+
+class ScannerBuildError(RuntimeError):
+    """The C compiler is missing or failed."""
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("FLOODGATE_NATIVE_CACHE")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "floodgate"
+
+
+def build_library() -> Path:
+    """Compile the scanner unless a build of this exact source is cached; return its path."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(COMPILE_FLAGS).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"record_scanner-{digest}.so"
+    if target.exists():
+        return target
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise ScannerBuildError(
+            "floodgate compiles its JSON record scanner with a C compiler, and none was "
+            "found: install gcc (Debian/Ubuntu: apt-get install gcc) or set CC"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [compiler, *COMPILE_FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise ScannerBuildError(f"compiling {SOURCE} failed:\n{result.stderr}")
+        os.replace(tmp, target)  # atomic: a concurrent builder sees the old name or a whole file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+
+
+def library() -> ctypes.CDLL:
+    global _lib
+    with _lock:
+        if _lib is None:
+            lib = ctypes.CDLL(str(build_library()))
+            lib.scan_records.argtypes = [ctypes.POINTER(_Scan)]
+            lib.scan_records.restype = ctypes.c_int
+            lib.key_hashes.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p]
+            lib.key_hashes.restype = None
+            if lib.scanner_struct_size() != ctypes.sizeof(_Scan):
+                raise ScannerBuildError("record_scanner.c and record_scanner.py disagree on the struct")
+            _lib = lib
+        return _lib
+
+
+@dataclass(frozen=True)
+class RawReject:
+    element: int  # index of the array element, counted from the first element of this call
+    start: int  # byte range of the element in the scanned buffer
+    end: int
+    reason: int
+    field: str | None
+
+
+@dataclass
+class ScanResult:
+    """One call's output: rows as an Arrow table, rejected elements, and where it stopped."""
+
+    table: pa.Table
+    groups: Groups  # runs of rows with the same department and term
+    rejects: list[RawReject]
+    n_elements: int
+    status: int
+    consumed: int
+    error_code: int = 0
+    error_pos: int = -1
+    inner_pivot: pa.Table | None = None  # set by ReportReader when asked to pivot in the workers
+
+
+class _Scratch:
+    """Output space the C scanner writes into, kept per thread and reused for every call.
+
+    Each call's results are then copied into Arrow buffers of exactly their size: sizing
+    for the worst case (every string column as long as the input) on every call made the
+    allocator hold on to several times the working set."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.length = 0
+
+    def ensure(self, max_rows: int, length: int) -> None:
+        if max_rows > self.rows:
+            self.rows = max_rows
+            self.offsets = [ctypes.create_string_buffer((max_rows + 1) * 4) for _ in range(N_STRINGS)]
+            self.valid = ctypes.create_string_buffer((max_rows + 7) // 8)
+            self.numbers = [ctypes.create_string_buffer(max_rows * 8) for _ in range(4)]
+            self.rejects = [ctypes.create_string_buffer(max_rows * 8) for _ in range(5)]
+            self.groups = [ctypes.create_string_buffer(max_rows * 8) for _ in range(9)]
+        if length > self.length:
+            self.length = max(length, 1)
+            self.strings = [ctypes.create_string_buffer(self.length) for _ in range(N_STRINGS)]
+
+
+_scratch = threading.local()
+
+
+def _copy(source: ctypes.Array, size: int) -> pa.Buffer:
+    """An Arrow buffer holding the first `size` bytes of source."""
+    out = pa.allocate_buffer(size)
+    if size:
+        ctypes.memmove(out.address, source, size)
+    return out
+
+
+def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> ScanResult:
+    """Scan data[start:] for at most max_rows array elements."""
+    lib = library()
+    length = data.size - start
+    scratch = getattr(_scratch, "buffers", None)
+    if scratch is None:
+        scratch = _scratch.buffers = _Scratch()
+    scratch.ensure(max_rows, length)
+    s = _Scan()
+    s.buf = data.address + start
+    s.len = length
+    s.expect_comma = int(expect_comma)
+    s.max_rows = max_rows
+    for k in range(N_STRINGS):
+        s.offsets[k] = ctypes.addressof(scratch.offsets[k])
+        s.data[k] = ctypes.addressof(scratch.strings[k])
+    s.item_name_valid = ctypes.addressof(scratch.valid)
+    s.freq_rank, s.click_rank, s.click_share, s.conversion_share = (ctypes.addressof(b) for b in scratch.numbers)
+    s.rej_element, s.rej_start, s.rej_end, s.rej_reason, s.rej_field = (ctypes.addressof(b) for b in scratch.rejects)
+    g = [ctypes.addressof(b) for b in scratch.groups]
+    s.grp_first, s.grp_size, s.grp_pick[0], s.grp_pick[1], s.grp_pick[2] = g[:5]
+    s.grp_min_freq, s.grp_max_freq, s.grp_ranked, s.grp_hash = g[5:]
+    lib.scan_records(ctypes.byref(s))
+
+    n = s.n_rows
+    columns = []
+    for k in range(N_STRINGS):
+        offsets = (ctypes.c_int32 * (n + 1)).from_buffer(scratch.offsets[k])
+        columns.append(
+            pa.StringArray.from_buffers(
+                n,
+                _copy(scratch.offsets[k], (n + 1) * 4),
+                _copy(scratch.strings[k], offsets[n]),
+                null_bitmap=_copy(scratch.valid, (n + 7) // 8) if k == 3 else None,
+                null_count=-1 if k == 3 else 0,
+            )
+        )
+    for b, type_ in zip(scratch.numbers, (pa.int64(), pa.int64(), pa.float64(), pa.float64())):
+        columns.append(pa.Array.from_buffers(type_, n, [None, _copy(b, n * 8)]))
+    table = pa.Table.from_arrays(columns, schema=PARSED_SCHEMA)
+
+    raw_rejects = []
+    if s.n_rejects:
+        m = s.n_rejects
+        element, rstart, rend = (list((ctypes.c_int64 * m).from_buffer(scratch.rejects[i])) for i in range(3))
+        reason, field = (list((ctypes.c_int32 * m).from_buffer(scratch.rejects[i])) for i in (3, 4))
+        raw_rejects = [
+            RawReject(e, start + a, start + b, r, SOURCE_FIELDS[f] if f >= 0 else None)
+            for e, a, b, r, f in zip(element, rstart, rend, reason, field)
+        ]
+    m = s.n_groups
+    first, size, pick1, pick2, pick3, min_freq, max_freq, ranked = (
+        np.frombuffer(b, dtype=np.int64, count=m).copy() for b in scratch.groups[:8]
+    )
+    key_hash = np.frombuffer(scratch.groups[8], dtype=np.uint64, count=m).copy()
+    groups = Groups(first, size, [pick1, pick2, pick3], min_freq, max_freq, ranked, key_hash)
+    return ScanResult(
+        table=table,
+        groups=groups,
+        rejects=raw_rejects,
+        n_elements=s.n_elements,
+        status=s.status,
+        consumed=start + s.consumed,
+        error_code=s.err_code,
+        error_pos=start + s.err_pos if s.err_pos >= 0 else -1,
+    )
+
+
+def _string_buffers(column: pa.Array) -> tuple[int, int]:
+    """Addresses of a string array's offsets (at its slice offset) and data."""
+    if column.type != pa.string():
+        raise TypeError(f"expected a string column, got {column.type}")
+    _, offsets, data = column.buffers()
+    return offsets.address + column.offset * 4, data.address if data is not None else 0
+
+
+def key_hashes(department: pa.Array, term: pa.Array, rows: np.ndarray) -> np.ndarray:
+    """The native scanner's (department, term) hash for the given rows of two string arrays."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.uint64)
+    if len(rows):
+        dept_off, dept_data = _string_buffers(department)
+        term_off, term_data = _string_buffers(term)
+        library().key_hashes(dept_off, dept_data, term_off, term_data, rows.ctypes.data, len(rows), out.ctypes.data)
+    return out

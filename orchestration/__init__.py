@@ -1,0 +1,1 @@
+"""The code location: one Definitions object, the environment switch, jobs, sensors, schedules."""

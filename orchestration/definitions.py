@@ -1,0 +1,16 @@
+"""The one Definitions object of the floodgate code location."""
+
+import dagster as dg
+
+from assets import search_terms
+from engine.memory import return_freed_memory
+from orchestration.deployment import resources
+
+# Every process that loads the code location (runs, steps) streams batches: keep its
+# resident memory near its working set.
+return_freed_memory()
+
+defs = dg.Definitions.merge(
+    search_terms.defs,
+    dg.Definitions(resources=resources()),
+)

@@ -1,0 +1,1 @@
+"""Partition definitions, shared by assets, sensors and schedules."""

@@ -1,0 +1,1 @@
+"""One interface per external system, each with an embedded and a production implementation."""
