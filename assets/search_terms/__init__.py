@@ -5,7 +5,6 @@ import dagster as dg
 from assets.search_terms.parse import parse_search_terms
 from assets.search_terms.report import GROUP, search_terms_report
 from assets.search_terms.warehouse_table import search_terms_top3_table
-from partitions.weekly import search_terms_weeks
 
 ASSETS = [search_terms_report, parse_search_terms, search_terms_top3_table]
 
@@ -14,7 +13,6 @@ ASSETS = [search_terms_report, parse_search_terms, search_terms_top3_table]
 search_terms_job = dg.define_asset_job(
     "search_terms_weekly",
     selection=dg.AssetSelection.groups(GROUP),
-    partitions_def=search_terms_weeks,
     executor_def=dg.in_process_executor,
     description="Load one week of Amazon Search Terms into the warehouse's top-3 table.",
 )

@@ -14,6 +14,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+@dataclass(frozen=True)
+class InnerCounts:
+    """Counts over a batch's inner groups (all but the first and last), for Top3Stats."""
+
+    max_size: int
+    over_three: int
+    duplicate_ranks: int  # rows whose click-share rank 1-3 repeats one seen before in the group
+    mixed_freq: int  # groups whose rows disagree on the search frequency rank
+
+    @classmethod
+    def of(cls, size: np.ndarray, picks: list[np.ndarray], ranked: np.ndarray, min_freq, max_freq) -> "InnerCounts":
+        inner = slice(1, len(size) - 1)
+        if len(size) <= 2:
+            return cls(0, 0, 0, 0)
+        picked = sum((pick[inner] >= 0).astype(np.int64) for pick in picks)
+        return cls(
+            int(size[inner].max()),
+            int(np.count_nonzero(size[inner] > 3)),
+            int((ranked[inner] - picked).sum()),
+            int(np.count_nonzero(min_freq[inner] != max_freq[inner])),
+        )
+
+
 @dataclass
 class Groups:
     first: np.ndarray  # first row of each group
@@ -23,6 +46,7 @@ class Groups:
     max_freq: np.ndarray
     ranked: np.ndarray  # rows with a click-share rank of 1 to 3
     key_hash: np.ndarray  # uint64 hash of (department, term)
+    inner: InnerCounts
 
     def __len__(self) -> int:
         return len(self.first)
@@ -37,7 +61,9 @@ def find_groups(table: pa.Table) -> Groups:
     n = table.num_rows
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return Groups(empty, empty, [empty, empty, empty], empty, empty, empty, np.zeros(0, dtype=np.uint64))
+        return Groups(
+            empty, empty, [empty, empty, empty], empty, empty, empty, np.zeros(0, dtype=np.uint64), InnerCounts(0, 0, 0, 0)
+        )
     dept, term = table["department_name"], table["search_term"]
     changed = pc.or_(pc.not_equal(dept.slice(1), dept.slice(0, n - 1)), pc.not_equal(term.slice(1), term.slice(0, n - 1)))
     first = np.concatenate(([0], np.flatnonzero(_to_numpy(changed)) + 1)).astype(np.int64)
@@ -58,14 +84,9 @@ def find_groups(table: pa.Table) -> Groups:
     from engine.search_terms.record_scanner import key_hashes  # the native hash; imports this module
 
     key_hash = key_hashes(_single_chunk(dept), _single_chunk(term), first)
+    min_freq, max_freq, ranked = np.minimum.reduceat(freq, first), np.maximum.reduceat(freq, first), ranked.astype(np.int64)
     return Groups(
-        first,
-        size,
-        picks,
-        np.minimum.reduceat(freq, first),
-        np.maximum.reduceat(freq, first),
-        ranked.astype(np.int64),
-        key_hash,
+        first, size, picks, min_freq, max_freq, ranked, key_hash, InnerCounts.of(size, picks, ranked, min_freq, max_freq)
     )
 
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.measure import Progress
+from engine.parquet_sink import ParquetSink
 from engine.search_terms.records import PARSED_SCHEMA
 from engine.search_terms.report_reader import ReportReader, ReportSpec
 from engine.search_terms.top3 import NotGrouped, Top3Stats, Top3Stitcher, Top3Writer
@@ -64,7 +65,7 @@ def parse_report(
     max_reject_fraction: float = 0.001,
     chunk_bytes: int = 4 << 20,
     workers: int = 2,
-    row_group_rows: int = 65_536,
+    row_group_rows: int = 32_768,
     progress: Progress | None = None,
 ) -> ParseSummary:
     """Parse `stream` into Parquet rows, NDJSON rejects and, when top3_out is given, the top-3 pivot.
@@ -78,11 +79,9 @@ def parse_report(
     reader = ReportReader(
         stream, name, expected_week=week, chunk_bytes=chunk_bytes, workers=workers, pivot_in_workers=top3_out is not None
     )
-    writer = pq.ParquetWriter(parquet_out, PARSED_SCHEMA, **PARQUET_OPTIONS)
+    writer = ParquetSink(parquet_out, PARSED_SCHEMA, row_group_rows=row_group_rows, **PARQUET_OPTIONS)
     stitcher = Top3Stitcher() if top3_out is not None else None
     top3_writer: Top3Writer | None = None
-    pending: list[pa.Table] = []
-    pending_rows = 0
     terms = 0
     last_key: tuple[str, str] | None = None
     preview = None
@@ -98,11 +97,7 @@ def parse_report(
             # distinct terms, for grouped rows: groups, less the one continued from the last batch
             terms += len(groups) - (_group_key(table, 0) == last_key)
             last_key = _group_key(table, int(groups.first[-1]))
-            pending.append(table)
-            pending_rows += table.num_rows
-            if pending_rows >= row_group_rows:
-                writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
-                pending, pending_rows = [], 0
+            writer.write(table)
             if stitcher is not None:
                 top3_rows = stitcher.add(table, groups, batch.inner_pivot)
                 if top3_rows and top3_writer is None:
@@ -114,8 +109,6 @@ def parse_report(
                     top3_writer.write(top3_rows)
             if progress is not None:
                 progress.update(reader.stats.rows, reader.source_bytes_read)
-        if pending:
-            writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
         stats = reader.stats
         assert stats.spec is not None  # the reader raises when the report has none
         if stitcher is not None:
@@ -127,7 +120,7 @@ def parse_report(
                 if top3_writer is None:
                     top3_writer = Top3Writer(top3_out, week, stats.spec.marketplace_id)
                 top3_writer.write(last_rows)
-        writer.add_key_value_metadata(
+        writer.add_metadata(
             {
                 META_WEEK: stats.spec.week_start.isoformat().encode(),
                 META_MARKETPLACE: stats.spec.marketplace_id.encode(),

@@ -59,6 +59,8 @@ typedef struct {
     uint64_t *grp_hash;              /* hash of (department, term): finds a term listed twice */
     /* results */
     int64_t n_rows, n_elements, n_rejects, n_groups;
+    /* over the inner groups (all but the first and last, which may go on in other calls) */
+    int64_t inner_max_size, inner_over_three, inner_duplicate_ranks, inner_mixed_freq;
     int64_t consumed;
     int64_t err_pos;
     int32_t status, err_code;
@@ -664,6 +666,14 @@ static void find_groups(scan_t *s) {
         }
     }
     s->n_groups = g + 1;
+    s->inner_max_size = s->inner_over_three = s->inner_duplicate_ranks = s->inner_mixed_freq = 0;
+    for (int64_t i = 1; i + 1 < s->n_groups; i++) {
+        int64_t picked = (s->grp_pick[0][i] >= 0) + (s->grp_pick[1][i] >= 0) + (s->grp_pick[2][i] >= 0);
+        if (s->grp_size[i] > s->inner_max_size) s->inner_max_size = s->grp_size[i];
+        s->inner_over_three += s->grp_size[i] > 3;
+        s->inner_duplicate_ranks += s->grp_ranked[i] - picked;
+        s->inner_mixed_freq += s->grp_min_freq[i] != s->grp_max_freq[i];
+    }
     const int32_t *d = s->offsets[F_DEPARTMENT], *t = s->offsets[F_TERM];
     for (int64_t i = 0; i < s->n_groups; i++) {
         int64_t r = s->grp_first[i];

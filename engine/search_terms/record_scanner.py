@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from engine.search_terms.groups import Groups
+from engine.search_terms.groups import Groups, InnerCounts
 from engine.search_terms.records import PARSED_SCHEMA
 
 SOURCE = Path(__file__).with_name("record_scanner.c")
@@ -93,6 +93,10 @@ class _Scan(ctypes.Structure):
         ("n_elements", ctypes.c_int64),
         ("n_rejects", ctypes.c_int64),
         ("n_groups", ctypes.c_int64),
+        ("inner_max_size", ctypes.c_int64),
+        ("inner_over_three", ctypes.c_int64),
+        ("inner_duplicate_ranks", ctypes.c_int64),
+        ("inner_mixed_freq", ctypes.c_int64),
         ("consumed", ctypes.c_int64),
         ("err_pos", ctypes.c_int64),
         ("status", ctypes.c_int32),
@@ -188,7 +192,8 @@ class _Scratch:
 
     Each call's results are then copied into Arrow buffers of exactly their size: sizing
     for the worst case (every string column as long as the input) on every call made the
-    allocator hold on to several times the working set."""
+    allocator hold on to several times the working set. The space is not zeroed, so the
+    pages that no call ever writes never become resident."""
 
     def __init__(self) -> None:
         self.rows = 0
@@ -197,24 +202,24 @@ class _Scratch:
     def ensure(self, max_rows: int, length: int) -> None:
         if max_rows > self.rows:
             self.rows = max_rows
-            self.offsets = [ctypes.create_string_buffer((max_rows + 1) * 4) for _ in range(N_STRINGS)]
-            self.valid = ctypes.create_string_buffer((max_rows + 7) // 8)
-            self.numbers = [ctypes.create_string_buffer(max_rows * 8) for _ in range(4)]
-            self.rejects = [ctypes.create_string_buffer(max_rows * 8) for _ in range(5)]
-            self.groups = [ctypes.create_string_buffer(max_rows * 8) for _ in range(9)]
+            self.offsets = [pa.allocate_buffer((max_rows + 1) * 4) for _ in range(N_STRINGS)]
+            self.valid = pa.allocate_buffer((max_rows + 7) // 8)
+            self.numbers = [pa.allocate_buffer(max_rows * 8) for _ in range(4)]
+            self.rejects = [pa.allocate_buffer(max_rows * 8) for _ in range(5)]
+            self.groups = [pa.allocate_buffer(max_rows * 8) for _ in range(9)]
         if length > self.length:
             self.length = max(length, 1)
-            self.strings = [ctypes.create_string_buffer(self.length) for _ in range(N_STRINGS)]
+            self.strings = [pa.allocate_buffer(self.length) for _ in range(N_STRINGS)]
 
 
 _scratch = threading.local()
 
 
-def _copy(source: ctypes.Array, size: int) -> pa.Buffer:
+def _copy(source: pa.Buffer, size: int) -> pa.Buffer:
     """An Arrow buffer holding the first `size` bytes of source."""
     out = pa.allocate_buffer(size)
     if size:
-        ctypes.memmove(out.address, source, size)
+        ctypes.memmove(out.address, source.address, size)
     return out
 
 
@@ -232,12 +237,12 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> Scan
     s.expect_comma = int(expect_comma)
     s.max_rows = max_rows
     for k in range(N_STRINGS):
-        s.offsets[k] = ctypes.addressof(scratch.offsets[k])
-        s.data[k] = ctypes.addressof(scratch.strings[k])
-    s.item_name_valid = ctypes.addressof(scratch.valid)
-    s.freq_rank, s.click_rank, s.click_share, s.conversion_share = (ctypes.addressof(b) for b in scratch.numbers)
-    s.rej_element, s.rej_start, s.rej_end, s.rej_reason, s.rej_field = (ctypes.addressof(b) for b in scratch.rejects)
-    g = [ctypes.addressof(b) for b in scratch.groups]
+        s.offsets[k] = scratch.offsets[k].address
+        s.data[k] = scratch.strings[k].address
+    s.item_name_valid = scratch.valid.address
+    s.freq_rank, s.click_rank, s.click_share, s.conversion_share = (b.address for b in scratch.numbers)
+    s.rej_element, s.rej_start, s.rej_end, s.rej_reason, s.rej_field = (b.address for b in scratch.rejects)
+    g = [b.address for b in scratch.groups]
     s.grp_first, s.grp_size, s.grp_pick[0], s.grp_pick[1], s.grp_pick[2] = g[:5]
     s.grp_min_freq, s.grp_max_freq, s.grp_ranked, s.grp_hash = g[5:]
     lib.scan_records(ctypes.byref(s))
@@ -245,12 +250,12 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> Scan
     n = s.n_rows
     columns = []
     for k in range(N_STRINGS):
-        offsets = (ctypes.c_int32 * (n + 1)).from_buffer(scratch.offsets[k])
+        offsets = np.frombuffer(scratch.offsets[k], dtype=np.int32, count=n + 1)
         columns.append(
             pa.StringArray.from_buffers(
                 n,
                 _copy(scratch.offsets[k], (n + 1) * 4),
-                _copy(scratch.strings[k], offsets[n]),
+                _copy(scratch.strings[k], int(offsets[n])),
                 null_bitmap=_copy(scratch.valid, (n + 7) // 8) if k == 3 else None,
                 null_count=-1 if k == 3 else 0,
             )
@@ -262,8 +267,8 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> Scan
     raw_rejects = []
     if s.n_rejects:
         m = s.n_rejects
-        element, rstart, rend = (list((ctypes.c_int64 * m).from_buffer(scratch.rejects[i])) for i in range(3))
-        reason, field = (list((ctypes.c_int32 * m).from_buffer(scratch.rejects[i])) for i in (3, 4))
+        element, rstart, rend = (np.frombuffer(scratch.rejects[i], np.int64, m).tolist() for i in range(3))
+        reason, field = (np.frombuffer(scratch.rejects[i], np.int32, m).tolist() for i in (3, 4))
         raw_rejects = [
             RawReject(e, start + a, start + b, r, SOURCE_FIELDS[f] if f >= 0 else None)
             for e, a, b, r, f in zip(element, rstart, rend, reason, field)
@@ -273,7 +278,16 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> Scan
         np.frombuffer(b, dtype=np.int64, count=m).copy() for b in scratch.groups[:8]
     )
     key_hash = np.frombuffer(scratch.groups[8], dtype=np.uint64, count=m).copy()
-    groups = Groups(first, size, [pick1, pick2, pick3], min_freq, max_freq, ranked, key_hash)
+    groups = Groups(
+        first,
+        size,
+        [pick1, pick2, pick3],
+        min_freq,
+        max_freq,
+        ranked,
+        key_hash,
+        InnerCounts(s.inner_max_size, s.inner_over_three, s.inner_duplicate_ranks, s.inner_mixed_freq),
+    )
     return ScanResult(
         table=table,
         groups=groups,

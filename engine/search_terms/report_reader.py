@@ -411,7 +411,7 @@ class ReportReader:
                 continue
             offset = self._tail_offset
             self._tail, self._tail_offset = data[cut:], offset + cut
-            yield pa.py_buffer(data[:cut] if cut < len(data) else data), offset
+            yield pa.py_buffer(memoryview(data)[:cut]), offset  # a view: no copy of the range
 
     def _scan_range(self, data: pa.Buffer, expect_comma: bool) -> list[scanner.ScanResult]:
         """Scan a whole range (several calls when it holds more than max_rows elements)."""

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.parquet_sink import ParquetSink
 from engine.search_terms.groups import Groups, find_groups
 from engine.search_terms.records import TOP3_SCHEMA
 
@@ -43,16 +44,14 @@ class Top3Stats:
     duplicate_click_share_ranks: int = 0  # rows whose rank 1-3 repeats one already seen for the term
     mixed_frequency_ranks: int = 0  # terms whose rows disagree on the search frequency rank
 
-    def count(self, groups: Groups, selection: slice) -> None:
-        size = groups.size[selection]
-        if len(size) == 0:
-            return
-        picked = sum((pick[selection] >= 0).astype(np.int64) for pick in groups.picks)
-        self.terms += len(size)
-        self.max_products_per_term = max(self.max_products_per_term, int(size.max()))
-        self.terms_over_three_products += int(np.count_nonzero(size > 3))
-        self.duplicate_click_share_ranks += int((groups.ranked[selection] - picked).sum())
-        self.mixed_frequency_ranks += int(np.count_nonzero(groups.min_freq[selection] != groups.max_freq[selection]))
+    def count_inner(self, groups: Groups) -> None:
+        """Add a batch's inner groups (all but its first and last)."""
+        inner = groups.inner
+        self.terms += max(len(groups) - 2, 0)
+        self.max_products_per_term = max(self.max_products_per_term, inner.max_size)
+        self.terms_over_three_products += inner.over_three
+        self.duplicate_click_share_ranks += inner.duplicate_ranks
+        self.mixed_frequency_ranks += inner.mixed_freq
 
 
 # The pivot's own columns; Top3Writer adds the week and marketplace, which are the same
@@ -136,23 +135,31 @@ class Top3Stitcher:
 
     `add` takes a batch with its groups and, optionally, the pivot of its inner groups
     (all but the first and last) already made, which lets worker threads do that part.
-    The edge groups are pivoted here, in plain Python: they are a few rows per batch."""
+    The edge groups are pivoted here, in plain Python: they are a few rows per batch, and
+    their top-3 rows are gathered and handed out a few thousand at a time, so the output
+    is in file order except for them."""
+
+    EDGE_ROWS_PER_TABLE = 4096
 
     def __init__(self) -> None:
         self.stats = Top3Stats()
         self._held: list[dict] | None = None  # rows of the last group, which the next batch may continue
         self._held_key: tuple[str, str, int] | None = None
         self._hashes: list[np.ndarray] = []  # key hash of every group seen, to prove none comes back
+        self._edge_rows: list[dict] = []
 
-    def _edge_table(self, rows: list[list[dict]]) -> pa.Table:
-        return pa.Table.from_pylist([_pivot_rows(group, self.stats) for group in rows], schema=TOP3_CORE_SCHEMA)
+    def _pivot_edge(self, rows: list[dict], out: list[pa.Table], force: bool = False) -> None:
+        self._edge_rows.append(_pivot_rows(rows, self.stats))
+        if force or len(self._edge_rows) >= self.EDGE_ROWS_PER_TABLE:
+            out.append(pa.Table.from_pylist(self._edge_rows, schema=TOP3_CORE_SCHEMA))
+            self._edge_rows = []
 
     def add(self, table: pa.Table, groups: Groups, inner: pa.Table | None = None) -> list[pa.Table]:
         n = len(groups)
         if n == 0:
             return []
         self.stats.rows_in += table.num_rows
-        edges: list[list[dict]] = []
+        out: list[pa.Table] = []
         first_rows = table.slice(0, int(groups.size[0])).to_pylist()
         first_key = _key(table, groups, 0)
         hashes = groups.key_hash
@@ -161,16 +168,15 @@ class Top3Stitcher:
             first_key = (*first_key[:2], min(first_key[2], self._held_key[2]))
             hashes = hashes[1:]  # one group, already counted
         elif self._held is not None:
-            edges.append(self._held)
+            self._pivot_edge(self._held, out)
         self._hashes.append(hashes)
         if n == 1:
             self._held, self._held_key = first_rows, first_key
-            return [self._edge_table(edges)] if edges else []
-        edges.append(first_rows)
-        out = [self._edge_table(edges)]
+            return out
+        self._pivot_edge(first_rows, out)
         if n > 2:
             inner_selection = slice(1, n - 1)
-            self.stats.count(groups, inner_selection)
+            self.stats.count_inner(groups)
             out.append(inner if inner is not None else pivot(table, groups, inner_selection))
         last = n - 1
         self._held = table.slice(int(groups.first[last]), int(groups.size[last])).to_pylist()
@@ -186,7 +192,13 @@ class Top3Stitcher:
         repeats = int(np.count_nonzero(hashes[1:] == hashes[:-1]))
         if repeats:
             raise NotGrouped(repeats)
-        return [self._edge_table([held])] if held is not None else []
+        out: list[pa.Table] = []
+        if held is not None:
+            self._pivot_edge(held, out, force=True)
+        elif self._edge_rows:
+            out.append(pa.Table.from_pylist(self._edge_rows, schema=TOP3_CORE_SCHEMA))
+            self._edge_rows = []
+        return out
 
 
 def pivot_inner(table: pa.Table, groups: Groups) -> pa.Table | None:
@@ -197,27 +209,27 @@ def pivot_inner(table: pa.Table, groups: Groups) -> pa.Table | None:
 
 
 class Top3Writer:
-    """Writes top-3 tables to Parquet and keeps what the checks need: count, extremes, preview."""
+    """Writes top-3 tables to Parquet, adding the week and marketplace; keeps a preview."""
 
     def __init__(self, out: BinaryIO, week_start: date, marketplace_id: str):
-        import pyarrow.parquet as pq
-
         self._week = pa.scalar(week_start, pa.date32())
         self._marketplace = pa.scalar(marketplace_id, pa.string())
-        self._writer = pq.ParquetWriter(
+        self._sink = ParquetSink(
             out,
             TOP3_SCHEMA,
             compression="snappy",
             use_dictionary=["week_start", "marketplace_id", "department_name"],
             write_statistics=["week_start", "search_frequency_rank"],
         )
-        self.rows = 0
         self.preview: pa.Table | None = None
-        self.row_group_rows = 65_536
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
+
+    @property
+    def rows(self) -> int:
+        return self._sink.rows
 
     def write(self, tables: list[pa.Table]) -> None:
+        # A batch arrives in pieces (its edge groups, its inner groups); the sink gathers
+        # them into row groups of a useful size.
         for table in tables:
             if table.num_rows == 0:
                 continue
@@ -227,22 +239,10 @@ class Top3Writer:
                 table = pa.Table.from_arrays(constants + table.columns, schema=TOP3_SCHEMA)
             if self.preview is None:
                 self.preview = table.slice(0, 5)
-            self.rows += table.num_rows
-            # batches arrive in pieces (a batch's edge groups, its inner groups): gather them
-            # into row groups of a useful size
-            self._pending.append(table)
-            self._pending_rows += table.num_rows
-            if self._pending_rows >= self.row_group_rows:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=self.row_group_rows)
-            self._pending, self._pending_rows = [], 0
+            self._sink.write(table)
 
     def close(self) -> None:
-        self._flush()
-        self._writer.close()
+        self._sink.close()
 
 
 def build_top3_parquet(parsed: BinaryIO, out: BinaryIO, week_start: date, marketplace_id: str, *, batch_rows: int = 32_768) -> tuple[Top3Stats, pa.Table]:
