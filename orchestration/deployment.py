@@ -32,21 +32,31 @@ def floodgate_home() -> Path:
     return Path(os.environ.get("FLOODGATE_HOME", ".floodgate")).resolve()
 
 
+# setting → the variable that overrides it
+SEARCH_TERMS_VARIABLES = {
+    "reports_prefix": "SEARCH_TERMS_REPORTS_PREFIX",
+    "output_prefix": "SEARCH_TERMS_OUTPUT_PREFIX",
+    "warehouse_table": "SEARCH_TERMS_TABLE",
+    "max_reject_fraction": "SEARCH_TERMS_MAX_REJECT_FRACTION",
+    "total_share_tolerance": "SEARCH_TERMS_TOTAL_SHARE_TOLERANCE",
+    "chunk_mb": "SEARCH_TERMS_CHUNK_MB",
+    "scan_workers": "SEARCH_TERMS_SCAN_WORKERS",
+    "parquet_compression": "SEARCH_TERMS_PARQUET_COMPRESSION",
+    "progress_interval_seconds": "FLOODGATE_PROGRESS_SECONDS",
+    "duckdb_memory_limit": "SEARCH_TERMS_DUCKDB_MEMORY_LIMIT",
+}
+
+
 def search_terms_settings() -> SearchTermsSettings:
-    """Settings from SEARCH_TERMS_* variables, each falling back to its default."""
-    env = os.environ
-    defaults = SearchTermsSettings()
-    return SearchTermsSettings(
-        reports_prefix=env.get("SEARCH_TERMS_REPORTS_PREFIX", defaults.reports_prefix),
-        output_prefix=env.get("SEARCH_TERMS_OUTPUT_PREFIX", defaults.output_prefix),
-        warehouse_table=env.get("SEARCH_TERMS_TABLE", defaults.warehouse_table),
-        max_reject_fraction=float(env.get("SEARCH_TERMS_MAX_REJECT_FRACTION", defaults.max_reject_fraction)),
-        total_share_tolerance=float(env.get("SEARCH_TERMS_TOTAL_SHARE_TOLERANCE", defaults.total_share_tolerance)),
-        chunk_mb=int(env.get("SEARCH_TERMS_CHUNK_MB", defaults.chunk_mb)),
-        scan_workers=int(env.get("SEARCH_TERMS_SCAN_WORKERS", defaults.scan_workers)),
-        progress_interval_seconds=float(env.get("FLOODGATE_PROGRESS_SECONDS", defaults.progress_interval_seconds)),
-        duckdb_memory_limit=env.get("SEARCH_TERMS_DUCKDB_MEMORY_LIMIT", defaults.duckdb_memory_limit),
-    )
+    """Settings from the variables of SEARCH_TERMS_VARIABLES, each falling back to its default."""
+    overrides = {
+        setting: os.environ[variable] for setting, variable in SEARCH_TERMS_VARIABLES.items() if variable in os.environ
+    }
+    try:
+        return SearchTermsSettings(**overrides)
+    except ValueError as exc:  # pydantic names the setting; say which variable it came from
+        names = ", ".join(f"{SEARCH_TERMS_VARIABLES[k]}={v!r}" for k, v in overrides.items())
+        raise DeploymentError(f"invalid search-terms setting from the environment ({names}): {exc}") from None
 
 
 def local_resources(home: Path | None = None) -> dict:

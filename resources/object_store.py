@@ -94,13 +94,17 @@ class LocalDirectoryObjectStore(ObjectStore):
             raise
 
     def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
         try:
-            st = self._path(key).stat()
+            st = path.stat()
         except FileNotFoundError:
             return None
-        return ObjectInfo(
-            key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}", datetime.fromtimestamp(st.st_mtime, timezone.utc)
-        )
+        if not path.is_file():
+            return None  # a directory is a prefix, not an object
+        # Every write is a new file renamed into place, so the inode changes with the
+        # content even when the size and modification time do not (cp -p, coarse clocks).
+        etag = f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"
+        return ObjectInfo(key, st.st_size, etag, datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         root = Path(self.root).resolve()

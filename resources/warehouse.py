@@ -46,6 +46,22 @@ class Warehouse(dg.ConfigurableResource):
         """The table's name in queries."""
 
 
+def _link_same_file(source: BinaryIO, target: str) -> bool:
+    """Hard-link a local source file to target instead of copying it, when possible.
+
+    Safe because neither the object store nor the warehouse ever changes a file in place:
+    both replace files by renaming new ones over them, so each keeps the version it linked."""
+    path = getattr(source, "name", None)
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return False
+    try:
+        os.unlink(target)
+        os.link(path, target)
+        return True
+    except OSError:
+        return False
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB database whose tables are views over one Parquet file per partition.
 
@@ -61,7 +77,9 @@ class DuckDBWarehouse(Warehouse):
     lock_timeout_seconds: float = 120.0
 
     def _table_dir(self, table: str) -> Path:
-        return Path(self.path).with_suffix("").with_name(Path(self.path).stem + "_tables") / check_identifier(table)
+        # absolute: the view stores this path, and must not depend on the reader's directory
+        database = Path(self.path).resolve()
+        return database.with_name(database.stem + "_tables") / check_identifier(table)
 
     def partition_file(self, table: str, partition_column: str, value: date) -> Path:
         return self._table_dir(table) / f"{check_identifier(partition_column)}={value.isoformat()}.parquet"
@@ -96,8 +114,10 @@ class DuckDBWarehouse(Warehouse):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
         try:
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(parquet, out, 8 << 20)
+            os.close(fd)
+            if not _link_same_file(parquet, tmp):
+                with open(tmp, "wb") as out:
+                    shutil.copyfileobj(parquet, out, 8 << 20)
             rows, strays = duckdb.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE {partition_column} IS DISTINCT FROM ?) FROM read_parquet(?)",
                 [value, tmp],

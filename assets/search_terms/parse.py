@@ -58,6 +58,7 @@ def _parse(
                                 max_reject_fraction=settings.max_reject_fraction,
                                 chunk_bytes=settings.chunk_mb << 20,
                                 workers=settings.scan_workers,
+                                compression=settings.parquet_compression,
                                 progress=progress,
                             )
                             if with_top3 and summary.top3 is None:
@@ -89,7 +90,9 @@ def _pivot_from_parquet(
         marketplace = parsed_footer(parsed)["marketplace_id"]
     try:
         with store.open_read(parsed_key) as parsed, store.open_write(top3_key) as out:
-            stats, top3_preview = build_top3_parquet(parsed, out, week, marketplace)
+            stats, top3_preview = build_top3_parquet(
+                parsed, out, week, marketplace, compression=settings.parquet_compression
+            )
         return stats, top3_preview, True
     except NotGrouped as exc:
         context.log.warning(f"{exc}; pivoting with DuckDB's group-by instead (slower, spills to disk)")
@@ -99,7 +102,13 @@ def _pivot_from_parquet(
         store.open_write(top3_key) as out,
     ):
         stats, top3_preview = build_top3_parquet_any_order(
-            parsed, out, week, marketplace, memory_limit=settings.duckdb_memory_limit, temp_dir=spill
+            parsed,
+            out,
+            week,
+            marketplace,
+            memory_limit=settings.duckdb_memory_limit,
+            temp_dir=spill,
+            compression=settings.parquet_compression,
         )
     return stats, top3_preview, False
 

@@ -1,6 +1,7 @@
 """Settings of the search-terms pipeline and the object keys it reads and writes."""
 
 from datetime import date
+from typing import Literal
 
 import dagster as dg
 
@@ -15,6 +16,9 @@ class SearchTermsSettings(dg.ConfigurableResource):
     total_share_tolerance: float = 1e-6  # how far above 1 a three-product total may round
     chunk_mb: int = 4  # bytes of the report scanned per task
     scan_workers: int = 2  # threads scanning the report at once
+    # Parquet codec of the parsed and top-3 files: none is fastest (compression took a third
+    # of the parse step's CPU, docs/PERFORMANCE.md); snappy, lz4 or zstd trade speed for size.
+    parquet_compression: Literal["none", "snappy", "lz4", "zstd"] = "none"
     progress_interval_seconds: float = 5.0
     duckdb_memory_limit: str = "512MB"  # for the rare report whose rows are not grouped by term
 

@@ -21,11 +21,9 @@ META_WEEK = b"floodgate.week_start"
 META_MARKETPLACE = b"floodgate.marketplace_id"
 META_TERMS = b"floodgate.terms"
 
-# Snappy and no statistics beyond the ranks: zstd and full statistics doubled the cost of
-# writing while the file is read once, by the next step (docs/PERFORMANCE.md). Dictionary
-# pages only where values repeat a lot.
+# No statistics beyond the ranks (full statistics cost a fifth of the write), dictionary
+# pages only where values repeat a lot. The codec is the caller's choice.
 PARQUET_OPTIONS = dict(
-    compression="lz4",
     use_dictionary=["department_name"],
     write_statistics=["search_frequency_rank", "click_share_rank"],
 )
@@ -66,6 +64,7 @@ def parse_report(
     chunk_bytes: int = 4 << 20,
     workers: int = 2,
     row_group_rows: int = 32_768,
+    compression: str = "none",
     progress: Progress | None = None,
 ) -> ParseSummary:
     """Parse `stream` into Parquet rows, NDJSON rejects and, when top3_out is given, the top-3 pivot.
@@ -79,7 +78,9 @@ def parse_report(
     reader = ReportReader(
         stream, name, expected_week=week, chunk_bytes=chunk_bytes, workers=workers, pivot_in_workers=top3_out is not None
     )
-    writer = ParquetSink(parquet_out, PARSED_SCHEMA, row_group_rows=row_group_rows, **PARQUET_OPTIONS)
+    writer = ParquetSink(
+        parquet_out, PARSED_SCHEMA, row_group_rows=row_group_rows, compression=compression, **PARQUET_OPTIONS
+    )
     stitcher = Top3Stitcher() if top3_out is not None else None
     top3_writer: Top3Writer | None = None
     terms = 0
@@ -104,7 +105,7 @@ def parse_report(
                     if reader.stats.spec is None:
                         stitcher = None  # the marketplace is not known yet: pivot afterwards
                     else:
-                        top3_writer = Top3Writer(top3_out, week, reader.stats.spec.marketplace_id)
+                        top3_writer = Top3Writer(top3_out, week, reader.stats.spec.marketplace_id, compression)
                 if top3_writer is not None and stitcher is not None:
                     top3_writer.write(top3_rows)
             if progress is not None:
@@ -118,7 +119,7 @@ def parse_report(
                 stitcher = None
             else:
                 if top3_writer is None:
-                    top3_writer = Top3Writer(top3_out, week, stats.spec.marketplace_id)
+                    top3_writer = Top3Writer(top3_out, week, stats.spec.marketplace_id, compression)
                 top3_writer.write(last_rows)
         writer.add_metadata(
             {
@@ -128,9 +129,11 @@ def parse_report(
             }
         )
     finally:
-        writer.close()
-        if top3_writer is not None:
-            top3_writer.close()
+        try:
+            writer.close()
+        finally:
+            if top3_writer is not None:
+                top3_writer.close()
     if progress is not None:
         progress.update(stats.rows, reader.source_bytes_read, force=True)
     if stats.records and stats.rejects / stats.records > max_reject_fraction:

@@ -34,6 +34,18 @@ enum { E_UNEXPECTED = 1, E_ESCAPE, E_CONTROL_CHAR, E_UTF8, E_NUMBER, E_DEPTH, E_
 /* Row rules: the record is valid JSON but goes to the rejects file. */
 enum { R_MISSING = 1, R_WRONG_TYPE, R_OUT_OF_RANGE, R_LONE_SURROGATE, R_NOT_OBJECT };
 
+/* Top-3 rows of a call's inner groups (all but the first and last, which may go on in
+ * the neighbouring calls and are joined in Python). */
+typedef struct {
+    int32_t *offsets[8]; /* department, term, then ASIN and item name of ranks 1, 2, 3 */
+    uint8_t *data[8];
+    uint8_t *valid[6];   /* ASIN and item name of ranks 1, 2, 3; the shares share the ASIN's */
+    int64_t *freq;
+    double *click[3], *conversion[3];
+    double *total_click, *total_conversion;
+    int64_t n;
+} pivot_t;
+
 typedef struct {
     /* input */
     const uint8_t *buf;
@@ -57,6 +69,7 @@ typedef struct {
     int64_t *grp_min_freq, *grp_max_freq;
     int64_t *grp_ranked;             /* rows with a click-share rank of 1 to 3 */
     uint64_t *grp_hash;              /* hash of (department, term): finds a term listed twice */
+    pivot_t *pivot;                  /* NULL: no pivot wanted */
     /* results */
     int64_t n_rows, n_elements, n_rejects, n_groups;
     /* over the inner groups (all but the first and last, which may go on in other calls) */
@@ -681,11 +694,62 @@ static void find_groups(scan_t *s) {
     }
 }
 
+static inline void set_bit(uint8_t *bits, int64_t i, int on) {
+    if (on) bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+    else bits[i >> 3] &= (uint8_t)~(1u << (i & 7));
+}
+
+static inline int get_bit(const uint8_t *bits, int64_t i) { return (bits[i >> 3] >> (i & 7)) & 1; }
+
+/* Append string k of row r (or nothing) as value i of output column o. */
+static inline void put_string(const scan_t *s, pivot_t *p, int o, int k, int64_t r, int64_t i, int64_t *used) {
+    if (r >= 0) {
+        const int32_t *off = s->offsets[k];
+        int64_t len = off[r + 1] - off[r];
+        memcpy(p->data[o] + used[o], s->data[k] + off[r], (size_t)len);
+        used[o] += len;
+    }
+    p->offsets[o][i + 1] = (int32_t)used[o];
+}
+
+static void pivot_inner_groups(const scan_t *s, pivot_t *p) {
+    int64_t used[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int o = 0; o < 8; o++) p->offsets[o][0] = 0;
+    int64_t i = 0;
+    for (int64_t g = 1; g + 1 < s->n_groups; g++, i++) {
+        int64_t first = s->grp_first[g];
+        put_string(s, p, 0, F_DEPARTMENT, first, i, used);
+        put_string(s, p, 1, F_TERM, first, i, used);
+        p->freq[i] = s->grp_min_freq[g];
+        double total_click = 0, total_conversion = 0;
+        for (int r = 0; r < 3; r++) {
+            int64_t row = s->grp_pick[r][g];
+            int has = row >= 0;
+            int has_name = has && get_bit(s->item_name_valid, row);
+            put_string(s, p, 2 + 2 * r, F_ASIN, has ? row : -1, i, used);
+            put_string(s, p, 3 + 2 * r, F_ITEM_NAME, has_name ? row : -1, i, used);
+            set_bit(p->valid[2 * r], i, has);
+            set_bit(p->valid[2 * r + 1], i, has_name);
+            double click = has ? s->click_share[row] : 0.0, conversion = has ? s->conversion_share[row] : 0.0;
+            p->click[r][i] = click;
+            p->conversion[r][i] = conversion;
+            total_click += click;
+            total_conversion += conversion;
+        }
+        p->total_click[i] = total_click;
+        p->total_conversion[i] = total_conversion;
+    }
+    p->n = i;
+}
+
 int scan_records(scan_t *s) {
     init_tables();
     s->n_groups = 0;
     int status = scan_elements(s);
-    if (status != ST_SYNTAX) find_groups(s);
+    if (status != ST_SYNTAX) {
+        find_groups(s);
+        if (s->pivot) pivot_inner_groups(s, s->pivot);
+    }
     return status;
 }
 

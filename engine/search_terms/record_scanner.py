@@ -63,6 +63,20 @@ _u8p = ctypes.POINTER(ctypes.c_uint8)
 _f64p = ctypes.POINTER(ctypes.c_double)
 
 
+class _Pivot(ctypes.Structure):
+    _fields_ = [
+        ("offsets", ctypes.c_void_p * 8),
+        ("data", ctypes.c_void_p * 8),
+        ("valid", ctypes.c_void_p * 6),
+        ("freq", ctypes.c_void_p),
+        ("click", ctypes.c_void_p * 3),
+        ("conversion", ctypes.c_void_p * 3),
+        ("total_click", ctypes.c_void_p),
+        ("total_conversion", ctypes.c_void_p),
+        ("n", ctypes.c_int64),
+    ]
+
+
 class _Scan(ctypes.Structure):
     _fields_ = [
         ("buf", ctypes.c_void_p),
@@ -89,6 +103,7 @@ class _Scan(ctypes.Structure):
         ("grp_max_freq", ctypes.c_void_p),
         ("grp_ranked", ctypes.c_void_p),
         ("grp_hash", ctypes.c_void_p),
+        ("pivot", ctypes.POINTER(_Pivot)),
         ("n_rows", ctypes.c_int64),
         ("n_elements", ctypes.c_int64),
         ("n_rejects", ctypes.c_int64),
@@ -184,7 +199,7 @@ class ScanResult:
     consumed: int
     error_code: int = 0
     error_pos: int = -1
-    inner_pivot: pa.Table | None = None  # set by ReportReader when asked to pivot in the workers
+    inner_pivot: pa.Table | None = None  # top-3 rows of the inner groups, when asked for
 
 
 class _Scratch:
@@ -207,9 +222,13 @@ class _Scratch:
             self.numbers = [pa.allocate_buffer(max_rows * 8) for _ in range(4)]
             self.rejects = [pa.allocate_buffer(max_rows * 8) for _ in range(5)]
             self.groups = [pa.allocate_buffer(max_rows * 8) for _ in range(9)]
+            self.pivot_offsets = [pa.allocate_buffer((max_rows + 1) * 4) for _ in range(8)]
+            self.pivot_valid = [pa.allocate_buffer((max_rows + 7) // 8) for _ in range(6)]
+            self.pivot_numbers = [pa.allocate_buffer(max_rows * 8) for _ in range(9)]
         if length > self.length:
             self.length = max(length, 1)
             self.strings = [pa.allocate_buffer(self.length) for _ in range(N_STRINGS)]
+            self.pivot_strings = [pa.allocate_buffer(self.length) for _ in range(8)]
 
 
 _scratch = threading.local()
@@ -223,8 +242,56 @@ def _copy(source: pa.Buffer, size: int) -> pa.Buffer:
     return out
 
 
-def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> ScanResult:
-    """Scan data[start:] for at most max_rows array elements."""
+def _pivot_struct(scratch: _Scratch) -> _Pivot:
+    p = _Pivot()
+    for o in range(8):
+        p.offsets[o] = scratch.pivot_offsets[o].address
+        p.data[o] = scratch.pivot_strings[o].address
+    for v in range(6):
+        p.valid[v] = scratch.pivot_valid[v].address
+    numbers = [b.address for b in scratch.pivot_numbers]
+    p.freq = numbers[0]
+    for r in range(3):
+        p.click[r], p.conversion[r] = numbers[1 + 2 * r], numbers[2 + 2 * r]
+    p.total_click, p.total_conversion = numbers[7], numbers[8]
+    return p
+
+
+def _pivot_table(p: _Pivot, scratch: _Scratch) -> pa.Table:
+    """The C pivot's output as a table of TOP3_CORE_SCHEMA, in buffers of its own."""
+    from engine.search_terms.top3 import TOP3_CORE_SCHEMA
+
+    n = p.n
+    bitmap_bytes = (n + 7) // 8
+
+    def strings(o: int, valid: int | None) -> pa.Array:
+        used = int(np.frombuffer(scratch.pivot_offsets[o], dtype=np.int32, count=n + 1)[n])
+        bitmap = _copy(scratch.pivot_valid[valid], bitmap_bytes) if valid is not None else None
+        return pa.StringArray.from_buffers(
+            n, _copy(scratch.pivot_offsets[o], (n + 1) * 4), _copy(scratch.pivot_strings[o], used),
+            null_bitmap=bitmap, null_count=-1 if bitmap is not None else 0,
+        )
+
+    def numbers(i: int, type_: pa.DataType, valid: int | None = None) -> pa.Array:
+        bitmap = _copy(scratch.pivot_valid[valid], bitmap_bytes) if valid is not None else None
+        return pa.Array.from_buffers(type_, n, [bitmap, _copy(scratch.pivot_numbers[i], n * 8)], null_count=-1 if bitmap else 0)
+
+    columns = [strings(0, None), strings(1, None), numbers(0, pa.int64())]
+    for r in range(3):
+        columns += [
+            strings(2 + 2 * r, 2 * r),
+            strings(3 + 2 * r, 2 * r + 1),
+            numbers(1 + 2 * r, pa.float64(), 2 * r),
+            numbers(2 + 2 * r, pa.float64(), 2 * r),
+        ]
+    columns += [numbers(7, pa.float64()), numbers(8, pa.float64())]
+    return pa.Table.from_arrays(columns, schema=TOP3_CORE_SCHEMA)
+
+
+def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int, pivot: bool = False) -> ScanResult:
+    """Scan data[start:] for at most max_rows array elements.
+
+    With pivot, also make the top-3 rows of the call's inner groups (ScanResult.inner_pivot)."""
     lib = library()
     length = data.size - start
     scratch = getattr(_scratch, "buffers", None)
@@ -245,6 +312,9 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> Scan
     g = [b.address for b in scratch.groups]
     s.grp_first, s.grp_size, s.grp_pick[0], s.grp_pick[1], s.grp_pick[2] = g[:5]
     s.grp_min_freq, s.grp_max_freq, s.grp_ranked, s.grp_hash = g[5:]
+    pivot_struct = _pivot_struct(scratch) if pivot else None
+    if pivot_struct is not None:
+        s.pivot = ctypes.pointer(pivot_struct)
     lib.scan_records(ctypes.byref(s))
 
     n = s.n_rows
@@ -288,8 +358,12 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int) -> Scan
         key_hash,
         InnerCounts(s.inner_max_size, s.inner_over_three, s.inner_duplicate_ranks, s.inner_mixed_freq),
     )
+    inner_pivot = (
+        _pivot_table(pivot_struct, scratch) if pivot_struct is not None and s.status != SYNTAX and m > 2 else None
+    )
     return ScanResult(
         table=table,
+        inner_pivot=inner_pivot,
         groups=groups,
         rejects=raw_rejects,
         n_elements=s.n_elements,

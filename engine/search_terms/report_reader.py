@@ -27,7 +27,6 @@ import pyarrow as pa
 
 from engine.search_terms import record_scanner as scanner
 from engine.search_terms.groups import Groups
-from engine.search_terms.top3 import pivot_inner
 from engine.search_terms.records import DATA_KEY, REPORT_PERIOD, REPORT_TYPE, SPEC_KEY
 
 _WS = b" \t\r\n"
@@ -232,8 +231,7 @@ class ReportReader:
         self.chunk_bytes = chunk_bytes
         self.workers = max(1, workers)
         self.max_rows = max_rows_per_scan
-        # Let the scanning threads also pivot each batch's inner groups (top3.pivot_inner),
-        # so that work runs in parallel too.
+        # Let the scanner also pivot each batch's inner groups, on the scanning threads.
         self.pivot_in_workers = pivot_in_workers
         self.stats = ReadStats()
         self._src = _Source(stream, name)
@@ -418,9 +416,7 @@ class ReportReader:
         results = []
         start = 0
         while True:
-            result = scanner.scan(data, start, expect_comma, self.max_rows)
-            if self.pivot_in_workers and result.status != scanner.SYNTAX:
-                result.inner_pivot = pivot_inner(result.table, result.groups)
+            result = scanner.scan(data, start, expect_comma, self.max_rows, pivot=self.pivot_in_workers)
             results.append(result)
             if result.status != scanner.ROWS_FULL:
                 return results

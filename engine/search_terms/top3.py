@@ -120,8 +120,9 @@ def _pivot_rows(rows: list[dict], stats: Top3Stats) -> dict:
         out[f"clicked_item_name_{rank}"] = pick and pick["clicked_item_name"]
         out[f"click_share_{rank}"] = pick and pick["click_share"]
         out[f"conversion_share_{rank}"] = pick and pick["conversion_share"]
-    out["total_click_share"] = sum(p["click_share"] for p in picks.values())
-    out["total_conversion_share"] = sum(p["conversion_share"] for p in picks.values())
+    # summed in rank order, as pivot() and the native pivot do, so the totals agree to the bit
+    out["total_click_share"] = sum(picks[r]["click_share"] for r in (1, 2, 3) if r in picks)
+    out["total_conversion_share"] = sum(picks[r]["conversion_share"] for r in (1, 2, 3) if r in picks)
     stats.terms += 1
     stats.max_products_per_term = max(stats.max_products_per_term, len(rows))
     stats.terms_over_three_products += len(rows) > 3
@@ -134,7 +135,7 @@ class Top3Stitcher:
     """Pivots batches in file order, joining the group split where one batch meets the next.
 
     `add` takes a batch with its groups and, optionally, the pivot of its inner groups
-    (all but the first and last) already made, which lets worker threads do that part.
+    (all but the first and last) already made: the native scanner makes it on its threads.
     The edge groups are pivoted here, in plain Python: they are a few rows per batch, and
     their top-3 rows are gathered and handed out a few thousand at a time, so the output
     is in file order except for them."""
@@ -201,23 +202,16 @@ class Top3Stitcher:
         return out
 
 
-def pivot_inner(table: pa.Table, groups: Groups) -> pa.Table | None:
-    """The pivot of a batch's inner groups: the part of Top3Stitcher.add that can run in parallel."""
-    if len(groups) <= 2:
-        return None
-    return pivot(table, groups, slice(1, len(groups) - 1))
-
-
 class Top3Writer:
     """Writes top-3 tables to Parquet, adding the week and marketplace; keeps a preview."""
 
-    def __init__(self, out: BinaryIO, week_start: date, marketplace_id: str):
+    def __init__(self, out: BinaryIO, week_start: date, marketplace_id: str, compression: str = "none"):
         self._week = pa.scalar(week_start, pa.date32())
         self._marketplace = pa.scalar(marketplace_id, pa.string())
         self._sink = ParquetSink(
             out,
             TOP3_SCHEMA,
-            compression="snappy",
+            compression=compression,
             use_dictionary=["week_start", "marketplace_id", "department_name"],
             write_statistics=["week_start", "search_frequency_rank"],
         )
@@ -245,7 +239,15 @@ class Top3Writer:
         self._sink.close()
 
 
-def build_top3_parquet(parsed: BinaryIO, out: BinaryIO, week_start: date, marketplace_id: str, *, batch_rows: int = 32_768) -> tuple[Top3Stats, pa.Table]:
+def build_top3_parquet(
+    parsed: BinaryIO,
+    out: BinaryIO,
+    week_start: date,
+    marketplace_id: str,
+    *,
+    batch_rows: int = 32_768,
+    compression: str = "none",
+) -> tuple[Top3Stats, pa.Table]:
     """Stream parsed rows in file order into one top-3 row per (department, term).
 
     Raises NotGrouped part-way when the rows are not grouped by term: the caller must then
@@ -253,7 +255,7 @@ def build_top3_parquet(parsed: BinaryIO, out: BinaryIO, week_start: date, market
     import pyarrow.parquet as pq
 
     stitcher = Top3Stitcher()
-    writer = Top3Writer(out, week_start, marketplace_id)
+    writer = Top3Writer(out, week_start, marketplace_id, compression)
     try:
         for record_batch in pq.ParquetFile(parsed).iter_batches(batch_size=batch_rows):
             table = pa.Table.from_batches([record_batch])
@@ -309,6 +311,7 @@ def build_top3_parquet_any_order(
     batch_rows: int = 32_768,
     memory_limit: str = "512MB",
     temp_dir: str = "/tmp",
+    compression: str = "none",
 ) -> tuple[Top3Stats, pa.Table]:
     """build_top3_parquet for rows in any order, by DuckDB's hash aggregation."""
     import pyarrow.parquet as pq
@@ -316,7 +319,7 @@ def build_top3_parquet_any_order(
     source = pq.ParquetFile(parsed)
     reader = pa.RecordBatchReader.from_batches(source.schema_arrow, source.iter_batches(batch_size=batch_rows))
     stats = Top3Stats(rows_in=source.metadata.num_rows)
-    writer = Top3Writer(out, week_start, marketplace_id)
+    writer = Top3Writer(out, week_start, marketplace_id, compression)
     try:
         for record_batch in top3_any_order(reader, week_start, marketplace_id, memory_limit=memory_limit, temp_dir=temp_dir):
             table = pa.Table.from_batches([record_batch])

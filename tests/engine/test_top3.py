@@ -157,3 +157,20 @@ def test_spec_after_the_data_leaves_the_pivot_to_the_caller():
     data = json.dumps({"dataByDepartmentAndSearchTerm": records, "reportSpecification": specification(WEEK)}).encode()
     summary, _, _ = parse_with_top3(data, chunk_bytes=2048)
     assert summary.top3 is None and summary.rows == len(records)
+
+
+def test_missing_item_names_stay_null_in_every_path():
+    records = sample_records(600, seed=11)
+    for i, record in enumerate(records):
+        if i % 4 == 1:
+            del record["clickedItemName"]
+        elif i % 4 == 2:
+            record["clickedItemName"] = None
+    summary, parsed, top3 = parse_with_top3(report_bytes(records), chunk_bytes=4096)
+    rows = read_rows(top3)
+    assert_same_rows(rows, expected_top3(records))
+    assert any(r["clicked_asin_1"] is not None and r["clicked_item_name_1"] is None for r in rows)
+    parsed.seek(0)
+    again = io.BytesIO()
+    build_top3_parquet(parsed, again, WEEK, MARKET, batch_rows=100)
+    assert by_key(read_rows(again)) == by_key(rows)
