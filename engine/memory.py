@@ -13,3 +13,17 @@ import pyarrow as pa
 def return_freed_memory() -> None:
     """Route Arrow's allocations through the C library's malloc. Idempotent."""
     pa.set_memory_pool(pa.system_memory_pool())
+
+
+def release_free_memory() -> None:
+    """Hand memory that malloc holds free back to the system (glibc's malloc_trim).
+
+    Called when a step has dropped its batches, so that the next step in the same process
+    starts from what is really in use."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)

@@ -15,6 +15,7 @@ from assets.metadata import preview, step_metadata
 from assets.search_terms.report import GROUP, find_report, search_terms_report, week_of
 from assets.search_terms.settings import SearchTermsSettings
 from engine.measure import Progress, StepMeasure
+from engine.memory import release_free_memory
 from engine.search_terms.parse_report import ParseSummary, TooManyRejects, parse_report, parsed_footer
 from engine.search_terms.report_reader import ReportError
 from engine.search_terms.top3 import NotGrouped, Top3Stats, build_top3_parquet, build_top3_parquet_any_order
@@ -56,7 +57,7 @@ def _parse(
                                 rejects_out,
                                 top3_out,
                                 max_reject_fraction=settings.max_reject_fraction,
-                                chunk_bytes=settings.chunk_mb << 20,
+                                chunk_bytes=int(settings.chunk_mb * (1 << 20)),
                                 workers=settings.scan_workers,
                                 compression=settings.parquet_compression,
                                 progress=progress,
@@ -194,6 +195,7 @@ def parse_search_terms(
 
     with StepMeasure() as measure:
         summary = _parse(context, object_store, settings, week, with_top3=TOP3 in selected)
+    release_free_memory()
     yield dg.MaterializeResult(
         asset_key=PARSED,
         metadata=step_metadata(

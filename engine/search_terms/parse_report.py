@@ -61,9 +61,9 @@ def parse_report(
     top3_out: BinaryIO | None = None,
     *,
     max_reject_fraction: float = 0.001,
-    chunk_bytes: int = 4 << 20,
+    chunk_bytes: int = 1 << 20,
     workers: int = 2,
-    row_group_rows: int = 32_768,
+    row_group_rows: int = 16_384,
     compression: str = "none",
     progress: Progress | None = None,
 ) -> ParseSummary:

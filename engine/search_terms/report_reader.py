@@ -169,6 +169,32 @@ class _Source:
         self.offset += len(data)
         return data
 
+    def read_after(self, prefix: bytes, size: int) -> bytearray:
+        """prefix followed by up to `size` more bytes of the stream, in one new buffer.
+
+        Reads straight into the buffer where the stream allows it: joining a range's
+        leftover bytes to a separately read block copied every byte of the report once more."""
+        buf = bytearray(len(prefix) + size)
+        buf[: len(prefix)] = prefix
+        view = memoryview(buf)
+        filled = len(prefix)
+        readinto = getattr(self._raw, "readinto", None)
+        if self._inflate is None and not self._pending and readinto is not None:
+            while filled < len(buf):
+                n = readinto(view[filled:])
+                if not n:
+                    break
+                filled += n
+            self.raw_offset += filled - len(prefix)
+            self.offset += filled - len(prefix)
+        else:
+            data = self.read(size)
+            view[filled : filled + len(data)] = data
+            filled += len(data)
+        view.release()
+        del buf[filled:]
+        return buf
+
     def _read_more(self, size: int) -> bytes:
         if self._inflate is None:
             data = self._raw.read(size)
@@ -221,7 +247,7 @@ class ReportReader:
         name: str,
         *,
         expected_week: date | None = None,
-        chunk_bytes: int = 4 << 20,
+        chunk_bytes: int = 1 << 20,
         workers: int = 2,
         max_rows_per_scan: int = 65536,
         pivot_in_workers: bool = False,
@@ -394,21 +420,20 @@ class ReportReader:
         self._tail, self._tail_offset = self._buf, self._buf_offset
         self._buf = b""
         while True:
-            block = b"" if self._eof else self._src.read(self.chunk_bytes)
-            if not block:
+            data = self._tail if self._eof else self._src.read_after(self._tail, self.chunk_bytes)
+            if len(data) == len(self._tail):
                 self._eof = True
                 if self._tail:
                     data, offset = self._tail, self._tail_offset
                     self._tail = b""
                     yield pa.py_buffer(data), offset
                 return
-            data = self._tail + block if self._tail else block
             cut = data.rfind(b"}") + 1
             if cut == 0:
                 self._tail = data
                 continue
             offset = self._tail_offset
-            self._tail, self._tail_offset = data[cut:], offset + cut
+            self._tail, self._tail_offset = bytes(data[cut:]), offset + cut
             yield pa.py_buffer(memoryview(data)[:cut]), offset  # a view: no copy of the range
 
     def _scan_range(self, data: pa.Buffer, expect_comma: bool) -> list[scanner.ScanResult]:

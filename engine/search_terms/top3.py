@@ -4,7 +4,7 @@ Amazon writes each term's rows (one per clicked ASIN) next to each other, in ord
 search frequency rank. So the pivot works on groups of consecutive rows with the same
 department and term (groups.py): each batch's groups are pivoted on their own, and only
 the last group of a batch is held back in case the next batch continues it. Memory is
-one batch plus 8 bytes per term.
+a few batches, whatever the size of the report.
 
 The premise is proven, not assumed: every group's key hash is kept, and at the end no
 hash may appear twice, or a term came back after other terms. Then (or on the rare hash
@@ -14,6 +14,8 @@ instead (top3_any_order), which takes rows in any order.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from typing import BinaryIO
@@ -131,6 +133,71 @@ def _pivot_rows(rows: list[dict], stats: Top3Stats) -> dict:
     return out
 
 
+class KeyHashLog:
+    """Every group's key hash, kept to prove at the end that no key came twice, in bounded memory.
+
+    Hashes gather in memory up to `buffer_hashes` (8 MB); past that they are split by
+    their top bits into `buckets` files in a temporary directory, so that at the end each
+    bucket is sorted and checked on its own. Equal hashes always land in the same bucket.
+    Holding all of them instead grew the parse step by 8 bytes per term (26 MB for a 3 GB
+    report), against the promise of memory that does not grow with the report."""
+
+    def __init__(self, buffer_hashes: int = 1 << 20, buckets: int = 64):
+        self._limit = buffer_hashes
+        self._buckets = buckets
+        self._shift = np.uint64(64 - (buckets - 1).bit_length())
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+        self._spill: tempfile.TemporaryDirectory | None = None
+
+    def extend(self, hashes: np.ndarray) -> None:
+        self._pending.append(hashes)
+        self._pending_n += len(hashes)
+        if self._pending_n >= self._limit:
+            self._spill_pending()
+
+    def _bucket_path(self, bucket: int) -> str:
+        return os.path.join(self._spill.name, f"{bucket:03d}.u64")
+
+    def _spill_pending(self) -> None:
+        if self._spill is None:
+            self._spill = tempfile.TemporaryDirectory(prefix="floodgate-keys-")
+        hashes = np.concatenate(self._pending)
+        self._pending, self._pending_n = [], 0
+        bucket = (hashes >> self._shift).astype(np.int64)
+        order = np.argsort(bucket, kind="stable")
+        hashes, counts = hashes[order], np.bincount(bucket, minlength=self._buckets)
+        start = 0
+        for b, count in enumerate(counts):
+            if count:
+                with open(self._bucket_path(b), "ab") as f:
+                    hashes[start : start + count].tofile(f)
+                start += count
+
+    def repeats(self) -> int:
+        """How many hashes repeat one seen before; releases the log."""
+        try:
+            if self._spill is None:
+                return _repeats(np.concatenate(self._pending) if self._pending else np.zeros(0, np.uint64))
+            if self._pending:
+                self._spill_pending()
+            return sum(
+                _repeats(np.fromfile(self._bucket_path(b), dtype=np.uint64))
+                for b in range(self._buckets)
+                if os.path.exists(self._bucket_path(b))
+            )
+        finally:
+            self._pending, self._pending_n = [], 0
+            if self._spill is not None:
+                self._spill.cleanup()
+                self._spill = None
+
+
+def _repeats(hashes: np.ndarray) -> int:
+    hashes.sort()
+    return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
+
+
 class Top3Stitcher:
     """Pivots batches in file order, joining the group split where one batch meets the next.
 
@@ -146,7 +213,7 @@ class Top3Stitcher:
         self.stats = Top3Stats()
         self._held: list[dict] | None = None  # rows of the last group, which the next batch may continue
         self._held_key: tuple[str, str, int] | None = None
-        self._hashes: list[np.ndarray] = []  # key hash of every group seen, to prove none comes back
+        self._hashes = KeyHashLog()  # key hash of every group seen, to prove none comes back
         self._edge_rows: list[dict] = []
 
     def _pivot_edge(self, rows: list[dict], out: list[pa.Table], force: bool = False) -> None:
@@ -170,7 +237,7 @@ class Top3Stitcher:
             hashes = hashes[1:]  # one group, already counted
         elif self._held is not None:
             self._pivot_edge(self._held, out)
-        self._hashes.append(hashes)
+        self._hashes.extend(hashes)
         if n == 1:
             self._held, self._held_key = first_rows, first_key
             return out
@@ -187,10 +254,7 @@ class Top3Stitcher:
     def finish(self) -> list[pa.Table]:
         """The last group's row; raises NotGrouped if a term's rows were not all together."""
         held, self._held = self._held, None
-        hashes = np.concatenate(self._hashes) if self._hashes else np.zeros(0, dtype=np.uint64)
-        self._hashes = []
-        hashes.sort()
-        repeats = int(np.count_nonzero(hashes[1:] == hashes[:-1]))
+        repeats = self._hashes.repeats()
         if repeats:
             raise NotGrouped(repeats)
         out: list[pa.Table] = []
@@ -206,11 +270,13 @@ class Top3Writer:
     """Writes top-3 tables to Parquet, adding the week and marketplace; keeps a preview."""
 
     def __init__(self, out: BinaryIO, week_start: date, marketplace_id: str, compression: str = "none"):
-        self._week = pa.scalar(week_start, pa.date32())
-        self._marketplace = pa.scalar(marketplace_id, pa.string())
+        # one long column of each constant, sliced to each table's length (no copy)
+        self._week = pa.repeat(pa.scalar(week_start, pa.date32()), 1 << 16)
+        self._marketplace = pa.repeat(pa.scalar(marketplace_id, pa.string()), 1 << 16)
         self._sink = ParquetSink(
             out,
             TOP3_SCHEMA,
+            row_group_rows=16_384,
             compression=compression,
             use_dictionary=["week_start", "marketplace_id", "department_name"],
             write_statistics=["week_start", "search_frequency_rank"],
@@ -229,7 +295,10 @@ class Top3Writer:
                 continue
             if "week_start" not in table.column_names:
                 n = table.num_rows
-                constants = [pa.repeat(self._week, n), pa.repeat(self._marketplace, n)]
+                if n > len(self._week):
+                    self._week = pa.repeat(self._week[0], n)
+                    self._marketplace = pa.repeat(self._marketplace[0], n)
+                constants = [self._week.slice(0, n), self._marketplace.slice(0, n)]
                 table = pa.Table.from_arrays(constants + table.columns, schema=TOP3_SCHEMA)
             if self.preview is None:
                 self.preview = table.slice(0, 5)

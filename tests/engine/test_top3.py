@@ -174,3 +174,21 @@ def test_missing_item_names_stay_null_in_every_path():
     again = io.BytesIO()
     build_top3_parquet(parsed, again, WEEK, MARKET, batch_rows=100)
     assert by_key(read_rows(again)) == by_key(rows)
+
+
+def test_the_key_hash_log_finds_repeats_in_memory_and_when_spilled_to_buckets():
+    import numpy as np
+
+    from engine.search_terms.top3 import KeyHashLog
+
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 2**64 - 1, size=50_000, dtype=np.uint64)
+    for limit in (1 << 20, 1000):  # all in memory; spilled to bucket files many times
+        log = KeyHashLog(buffer_hashes=limit, buckets=16)
+        for part in np.array_split(hashes, 97):
+            log.extend(part)
+        assert log.repeats() == 0
+        log = KeyHashLog(buffer_hashes=limit, buckets=16)
+        for part in np.array_split(np.concatenate([hashes, hashes[[5, 49_999, 123]]]), 97):
+            log.extend(part)
+        assert log.repeats() == 3
