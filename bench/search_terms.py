@@ -98,14 +98,14 @@ def main() -> None:
         "| report | rows | ijson-only rows/s | pipeline rows/s | ratio | pipeline seconds | peak RSS of the run's process | its RSS before the run |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for size_text, nbytes, b, p in results:
+    for _, nbytes, b, p in results:
         b_rate, p_rate = b["rows"] / b["seconds"], p["rows"] / p["seconds"]
         lines.append(
             f"| {human_bytes(nbytes)} | {p['rows']:,} | {b_rate:,.0f} | {p_rate:,.0f} | {p_rate / b_rate:.2f}× | "
             f"{p['seconds']:.1f} | {mib(p['peak_rss'])} | {mib(p['rss_before_run'])} |"
         )
     lines += ["", "Per step (best pipeline run of each size):", "", "| report | step | seconds | peak RSS |", "|---|---|---|---|"]
-    for size_text, nbytes, _, p in results:
+    for _, nbytes, _, p in results:
         for step, figures in p["steps"].items():
             lines.append(f"| {human_bytes(nbytes)} | {step} | {figures['seconds']:.2f} | {figures['peak_rss_mb']:.0f} MiB |")
     table = "\n".join(lines)
