@@ -67,7 +67,7 @@ def main() -> None:
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
         steps[event.materialization.asset_key.to_user_string()] = {
-            k: meta[k].value for k in ("rows_in", "seconds", "peak_rss_mb") if k in meta
+            k: meta[k].value for k in ("rows_in", "seconds", "peak_rss_mb", "start_rss_mb") if k in meta
         }
     rows = steps["parsed_search_terms"]["rows_in"]
     peak = max(sampler.peak, rss_before, *(s["peak_rss_mb"] * 2**20 for s in steps.values() if "peak_rss_mb" in s))

@@ -4,7 +4,9 @@ Arrow's default allocator in the wheels (mimalloc) keeps freed pages for reuse. 
 parse step allocates each batch on a scanning thread and frees it on the Parquet writer's
 thread, and mimalloc then held on to most of what passed through: on a 0.3 GB report
 the parse step peaked at 381 MB with it and at 280 MB with glibc's malloc, at the same
-speed (docs/PERFORMANCE.md).
+speed (docs/PERFORMANCE.md). engine/__init__.py sets ARROW_DEFAULT_MEMORY_POOL=system
+before pyarrow loads, which also covers allocations that set_memory_pool does not reach
+(with set_memory_pool alone, 55 MB stayed in mimalloc after a 0.3 GB parse).
 """
 
 import pyarrow as pa

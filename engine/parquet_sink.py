@@ -1,13 +1,15 @@
 """Write Arrow tables to one Parquet file in row groups, on a background thread.
 
-Encoding and compressing a row group is the most expensive step after parsing, and
-pyarrow releases the GIL while it does it: on its own thread it overlaps with the thread
-that produces the next row group. At most one row group is being written while the next
-one fills, so memory stays at two row groups.
+Encoding a row group is the most expensive step after parsing, and pyarrow releases the
+GIL while it does it: on its own thread it overlaps with the thread that produces the
+next row group. Up to `queued` row groups wait for the writer, so that a producer is not
+held up by one slow write; memory stays at queued + 1 row groups.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -16,7 +18,7 @@ import pyarrow.parquet as pq
 
 
 class ParquetSink:
-    def __init__(self, out: BinaryIO, schema: pa.Schema, *, row_group_rows: int = 65_536, **options):
+    def __init__(self, out: BinaryIO, schema: pa.Schema, *, row_group_rows: int = 65_536, queued: int = 1, **options):
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.rows = 0
@@ -24,7 +26,9 @@ class ParquetSink:
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet")
-        self._in_flight: Future | None = None
+        self._queued = queued
+        self._in_flight: deque[Future] = deque()
+        self._error: BaseException | None = None  # the first failed write
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -40,13 +44,19 @@ class ParquetSink:
             return
         group = pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
-        self._wait()
-        self._in_flight = self._pool.submit(self._writer.write_table, group, row_group_size=self.row_group_rows)
+        self._wait(self._queued - 1)
+        self._in_flight.append(self._pool.submit(self._writer.write_table, group, row_group_size=self.row_group_rows))
 
-    def _wait(self) -> None:
-        if self._in_flight is not None:
-            in_flight, self._in_flight = self._in_flight, None
-            in_flight.result()  # re-raises a failed write here
+    def _wait(self, leave: int = 0) -> None:
+        """Wait until at most `leave` writes are queued; re-raises the first failed write."""
+        while len(self._in_flight) > leave:
+            try:
+                self._in_flight.popleft().result()
+            except BaseException as exc:
+                if self._error is None:
+                    self._error = exc
+                    raise
+                # a later write failed because an earlier one did; that one says why
 
     def add_metadata(self, metadata: dict[bytes, bytes]) -> None:
         """Key-value pairs for the file footer."""
@@ -57,8 +67,13 @@ class ParquetSink:
     def close(self) -> None:
         """Write what is pending and the footer. Always call it, also after an error."""
         try:
-            self._flush()
+            if self._error is None:
+                self._flush()
             self._wait()
         finally:
             self._pool.shutdown(wait=True)
-            self._writer.close()
+            if self._error is None:
+                self._writer.close()
+            else:
+                with contextlib.suppress(Exception):  # the first error has been raised already
+                    self._writer.close()

@@ -62,6 +62,29 @@ def _link_same_file(source: BinaryIO, target: str) -> bool:
         return False
 
 
+def _partition_value_check(path: str, column: str, value: date, config: dict) -> tuple[int, int]:
+    """(rows, rows whose `column` is not `value`) of a Parquet file.
+
+    From the footer's statistics when every row group has them (no data read), else by a
+    scan of that one column."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    index = meta.schema.to_arrow_schema().get_field_index(column)
+    if index >= 0:
+        stats = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+        if all(s is not None and s.has_min_max and s.null_count == 0 for s in stats):
+            if all(s.min == value and s.max == value for s in stats):
+                return meta.num_rows, 0
+    import duckdb
+
+    with duckdb.connect(config=config) as con:
+        rows, strays = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {column} IS DISTINCT FROM ?) FROM read_parquet(?)", [value, path]
+        ).fetchone()
+    return int(rows), int(strays)
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB database whose tables are views over one Parquet file per partition.
 
@@ -75,6 +98,13 @@ class DuckDBWarehouse(Warehouse):
 
     path: str  # the .duckdb file; partition files live in <path without .duckdb>_tables/
     lock_timeout_seconds: float = 120.0
+    # Queries here are a week's summaries: one thread and a small buffer pool keep them from
+    # adding more to the step's memory than the scan needs (DuckDB's default is 80% of RAM).
+    threads: int = 1
+    memory_limit: str = "128MB"
+
+    def _config(self) -> dict:
+        return {"threads": self.threads, "memory_limit": self.memory_limit}
 
     def _table_dir(self, table: str) -> Path:
         # absolute: the view stores this path, and must not depend on the reader's directory
@@ -95,7 +125,7 @@ class DuckDBWarehouse(Warehouse):
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(self.path, read_only=read_only, config={"threads": 2})
+                con = duckdb.connect(self.path, read_only=read_only, config=self._config())
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -108,8 +138,6 @@ class DuckDBWarehouse(Warehouse):
             con.close()
 
     def replace_partition(self, table: str, partition_column: str, value: date, parquet: BinaryIO) -> int:
-        import duckdb
-
         target = self.partition_file(table, partition_column, value)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
@@ -118,10 +146,7 @@ class DuckDBWarehouse(Warehouse):
             if not _link_same_file(parquet, tmp):
                 with open(tmp, "wb") as out:
                     shutil.copyfileobj(parquet, out, 8 << 20)
-            rows, strays = duckdb.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE {partition_column} IS DISTINCT FROM ?) FROM read_parquet(?)",
-                [value, tmp],
-            ).fetchone()
+            rows, strays = _partition_value_check(tmp, partition_column, value, self._config())
             if strays:
                 raise ValueError(f"{strays} rows of the load for {table} {partition_column}={value} carry another value")
             os.replace(tmp, target)  # the partition changes here, all at once

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.measure import Progress
+from engine.memory import release_free_memory
 from engine.parquet_sink import ParquetSink
 from engine.search_terms.records import PARSED_SCHEMA
 from engine.search_terms.report_reader import ReportReader, ReportSpec
@@ -86,6 +87,7 @@ def parse_report(
     terms = 0
     last_key: tuple[str, str] | None = None
     preview = None
+    batches = 0
     try:
         for batch in reader:
             for reject in batch.rejects:
@@ -110,6 +112,9 @@ def parse_report(
                     top3_writer.write(top3_rows)
             if progress is not None:
                 progress.update(reader.stats.rows, reader.source_bytes_read)
+            batches += 1
+            if batches % 256 == 0:
+                release_free_memory()  # threads allocate and free in turn: keep the heap from spreading
         stats = reader.stats
         assert stats.spec is not None  # the reader raises when the report has none
         if stitcher is not None:

@@ -234,12 +234,34 @@ class _Scratch:
 _scratch = threading.local()
 
 
-def _copy(source: pa.Buffer, size: int) -> pa.Buffer:
-    """An Arrow buffer holding the first `size` bytes of source."""
-    out = pa.allocate_buffer(size)
-    if size:
-        ctypes.memmove(out.address, source.address, size)
-    return out
+class _Packer:
+    """Copies regions of the scratch space into one new Arrow buffer, sliced per column.
+
+    One allocation for all the columns of a table instead of one each: fewer, larger
+    blocks for the allocator to hand back. A slice keeps the whole buffer alive, so
+    everything packed together must be released together."""
+
+    def __init__(self) -> None:
+        self._regions: list[tuple[int, int, int]] = []  # source address, size, offset
+        self._size = 0
+
+    def add(self, source: pa.Buffer, size: int) -> int:
+        self._regions.append((source.address, size, self._size))
+        self._size += (size + 63) & ~63  # Arrow's alignment
+        return len(self._regions) - 1
+
+    def pack(self) -> list[pa.Buffer]:
+        out = pa.allocate_buffer(max(self._size, 64))
+        base = out.address
+        for address, size, offset in self._regions:
+            if size:
+                ctypes.memmove(base + offset, address, size)
+        return [out.slice(offset, size) for _, size, offset in self._regions]
+
+
+def _used(offsets: pa.Buffer, n: int) -> int:
+    """Bytes of string data behind the first n values of an offsets buffer."""
+    return int(np.frombuffer(offsets, dtype=np.int32, count=n + 1)[n])
 
 
 def _pivot_struct(scratch: _Scratch) -> _Pivot:
@@ -257,24 +279,36 @@ def _pivot_struct(scratch: _Scratch) -> _Pivot:
     return p
 
 
-def _pivot_table(p: _Pivot, scratch: _Scratch) -> pa.Table:
-    """The C pivot's output as a table of TOP3_CORE_SCHEMA, in buffers of its own."""
+def _add_pivot(packer: _Packer, scratch: _Scratch, n: int) -> dict:
+    """Register the C pivot's output regions; _pivot_table builds the table from them."""
+    bitmap = (n + 7) // 8
+    return {
+        "offsets": [packer.add(scratch.pivot_offsets[o], (n + 1) * 4) for o in range(8)],
+        "strings": [packer.add(scratch.pivot_strings[o], _used(scratch.pivot_offsets[o], n)) for o in range(8)],
+        "valid": [packer.add(scratch.pivot_valid[v], bitmap) for v in range(6)],
+        "numbers": [packer.add(scratch.pivot_numbers[i], n * 8) for i in range(9)],
+    }
+
+
+def _pivot_table(bufs: list[pa.Buffer], parts: dict, n: int) -> pa.Table:
+    """The C pivot's output as a table of TOP3_CORE_SCHEMA."""
     from engine.search_terms.top3 import TOP3_CORE_SCHEMA
 
-    n = p.n
-    bitmap_bytes = (n + 7) // 8
-
     def strings(o: int, valid: int | None) -> pa.Array:
-        used = int(np.frombuffer(scratch.pivot_offsets[o], dtype=np.int32, count=n + 1)[n])
-        bitmap = _copy(scratch.pivot_valid[valid], bitmap_bytes) if valid is not None else None
+        bitmap = bufs[parts["valid"][valid]] if valid is not None else None
         return pa.StringArray.from_buffers(
-            n, _copy(scratch.pivot_offsets[o], (n + 1) * 4), _copy(scratch.pivot_strings[o], used),
-            null_bitmap=bitmap, null_count=-1 if bitmap is not None else 0,
+            n,
+            bufs[parts["offsets"][o]],
+            bufs[parts["strings"][o]],
+            null_bitmap=bitmap,
+            null_count=-1 if bitmap is not None else 0,
         )
 
     def numbers(i: int, type_: pa.DataType, valid: int | None = None) -> pa.Array:
-        bitmap = _copy(scratch.pivot_valid[valid], bitmap_bytes) if valid is not None else None
-        return pa.Array.from_buffers(type_, n, [bitmap, _copy(scratch.pivot_numbers[i], n * 8)], null_count=-1 if bitmap else 0)
+        bitmap = bufs[parts["valid"][valid]] if valid is not None else None
+        return pa.Array.from_buffers(
+            type_, n, [bitmap, bufs[parts["numbers"][i]]], null_count=-1 if bitmap is not None else 0
+        )
 
     columns = [strings(0, None), strings(1, None), numbers(0, pa.int64())]
     for r in range(3):
@@ -318,21 +352,31 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int, pivot: 
     lib.scan_records(ctypes.byref(s))
 
     n = s.n_rows
-    columns = []
-    for k in range(N_STRINGS):
-        offsets = np.frombuffer(scratch.offsets[k], dtype=np.int32, count=n + 1)
-        columns.append(
-            pa.StringArray.from_buffers(
-                n,
-                _copy(scratch.offsets[k], (n + 1) * 4),
-                _copy(scratch.strings[k], int(offsets[n])),
-                null_bitmap=_copy(scratch.valid, (n + 7) // 8) if k == 3 else None,
-                null_count=-1 if k == 3 else 0,
-            )
+    packer = _Packer()
+    offsets = [packer.add(scratch.offsets[k], (n + 1) * 4) for k in range(N_STRINGS)]
+    strings = [packer.add(scratch.strings[k], _used(scratch.offsets[k], n)) for k in range(N_STRINGS)]
+    valid = packer.add(scratch.valid, (n + 7) // 8)
+    numbers = [packer.add(b, n * 8) for b in scratch.numbers]
+    bufs = packer.pack()
+    columns = [
+        pa.StringArray.from_buffers(
+            n,
+            bufs[offsets[k]],
+            bufs[strings[k]],
+            null_bitmap=bufs[valid] if k == 3 else None,
+            null_count=-1 if k == 3 else 0,
         )
-    for b, type_ in zip(scratch.numbers, (pa.int64(), pa.int64(), pa.float64(), pa.float64())):
-        columns.append(pa.Array.from_buffers(type_, n, [None, _copy(b, n * 8)]))
+        for k in range(N_STRINGS)
+    ]
+    for i, type_ in zip(numbers, (pa.int64(), pa.int64(), pa.float64(), pa.float64())):
+        columns.append(pa.Array.from_buffers(type_, n, [None, bufs[i]]))
     table = pa.Table.from_arrays(columns, schema=PARSED_SCHEMA)
+    inner_pivot = None
+    if pivot_struct is not None and s.status != SYNTAX and s.n_groups > 2:
+        # a buffer of its own: the rows and the pivot are written, and freed, at different times
+        pivot_packer = _Packer()
+        parts = _add_pivot(pivot_packer, scratch, pivot_struct.n)
+        inner_pivot = _pivot_table(pivot_packer.pack(), parts, pivot_struct.n)
 
     raw_rejects = []
     if s.n_rejects:
@@ -357,9 +401,6 @@ def scan(data: pa.Buffer, start: int, expect_comma: bool, max_rows: int, pivot: 
         ranked,
         key_hash,
         InnerCounts(s.inner_max_size, s.inner_over_three, s.inner_duplicate_ranks, s.inner_mixed_freq),
-    )
-    inner_pivot = (
-        _pivot_table(pivot_struct, scratch) if pivot_struct is not None and s.status != SYNTAX and m > 2 else None
     )
     return ScanResult(
         table=table,

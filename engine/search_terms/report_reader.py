@@ -465,7 +465,9 @@ class ReportReader:
                     in_flight.append((data, offset, pool.submit(self._scan_range, data, guess)))
 
             self._array_offset = self._buf_offset
-            for _ in range(self.workers + 1):
+            # A few ranges more than workers: a worker never waits for the main thread to
+            # hand it the next one while the main thread is busy writing.
+            for _ in range(self.workers + 2):
                 submit_next()
             while in_flight:
                 data, offset, future = in_flight.popleft()
