@@ -20,14 +20,7 @@ HAS_ROWS = "has_rows"
 TERMS_MATCH = "terms_match_parsed"
 
 _SHARES = [f"{kind}_share_{rank}" for kind in ("click", "conversion") for rank in (1, 2, 3)]
-_WEEK_SUMMARY = f"""
-    SELECT count(*),
-           min(least({", ".join(f"coalesce({c}, 1)" for c in _SHARES)})),
-           max(greatest({", ".join(f"coalesce({c}, 0)" for c in _SHARES)})),
-           max(total_click_share),
-           max(total_conversion_share)
-    FROM {{table}} WHERE week_start = ?
-"""
+_TOTALS = ["total_click_share", "total_conversion_share"]
 
 
 @dg.asset(
@@ -71,11 +64,13 @@ def search_terms_top3_table(
             loaded = warehouse.replace_partition(table, "week_start", week, top3)
         with object_store.open_read(settings.parsed_key(week)) as parsed:
             parsed_terms = int(parsed_footer(parsed)["terms"])
-        count, min_share, max_share, max_total_click, max_total_conversion = warehouse.query(
-            _WEEK_SUMMARY.format(table=table), [week]
-        )[0]
+        profile = warehouse.partition_profile(table, "week_start", week, _SHARES + _TOTALS)
+    count = profile.rows
+    min_share = min((profile.minimum[c] for c in _SHARES if profile.minimum[c] is not None), default=None)
+    max_share = max((profile.maximum[c] for c in _SHARES if profile.maximum[c] is not None), default=None)
+    max_total_click, max_total_conversion = (profile.maximum[c] or 0.0 for c in _TOTALS)
     tolerance = settings.total_share_tolerance
-    in_range = count == 0 or (min_share >= 0 and max_share <= 1)
+    in_range = min_share is None or (min_share >= 0 and max_share <= 1)
     totals_ok = count == 0 or max(max_total_click, max_total_conversion) <= 1 + tolerance
     return dg.MaterializeResult(
         metadata=step_metadata(

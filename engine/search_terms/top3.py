@@ -275,7 +275,14 @@ class Top3Writer:
             row_group_rows=16_384,
             compression=compression,
             use_dictionary=["week_start", "marketplace_id", "department_name"],
-            write_statistics=["week_start", "search_frequency_rank"],
+            # the warehouse checks a week from these without reading its rows
+            write_statistics=[
+                "week_start",
+                "search_frequency_rank",
+                *(f"{kind}_share_{rank}" for kind in ("click", "conversion") for rank in (1, 2, 3)),
+                "total_click_share",
+                "total_conversion_share",
+            ],
         )
         self.preview: pa.Table | None = None
 

@@ -71,7 +71,7 @@ def test_reloading_a_week_replaces_exactly_that_week(wh):
     # an empty week
     assert wh.replace_partition(TABLE, "week_start", W2, week_file(W2, [])) == 0
     assert rows_by_week(wh) == {W1: ["new1", "new2", "new3", "new4"]}
-    assert sorted(p.name for p in wh.partition_file(TABLE, "week_start", W1).parent.iterdir()) == [
+    assert sorted(p.name for p in wh.partition_file(TABLE, "week_start", W1).parent.glob("*.parquet")) == [
         "week_start=2024-01-07.parquet",
         "week_start=2024-01-14.parquet",
     ]
@@ -81,7 +81,7 @@ def test_no_partial_files_are_left_behind(wh):
     wh.replace_partition(TABLE, "week_start", W1, week_file(W1, ["a"]))
     with pytest.raises(ValueError):
         wh.replace_partition(TABLE, "week_start", W1, parquet([W1, W2], ["a", "b"]))
-    names = sorted(p.name for p in wh.partition_file(TABLE, "week_start", W1).parent.iterdir())
+    names = sorted(p.name for p in wh.partition_file(TABLE, "week_start", W1).parent.iterdir() if p.name != ".view")
     assert names == ["week_start=2024-01-07.parquet"]
 
 
@@ -186,3 +186,28 @@ def test_load_from_an_object_store_file_is_independent_of_later_store_writes(wh,
     assert rows_by_week(wh) == {W1: ["x", "y", "z"]}
     with store.open_read(key) as src:
         assert pq.read_table(src).num_rows == 3
+
+
+def _shares_file(week, shares, statistics):
+    table = pa.table({"week_start": pa.array([week] * len(shares), pa.date32()), "share": pa.array(shares, pa.float64())})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, write_statistics=statistics, row_group_size=2)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_partition_profile_gives_rows_and_ranges_from_statistics_or_a_scan(wh, statistics):
+    wh.replace_partition(TABLE, "week_start", W1, _shares_file(W1, [0.5, None, 0.25, 0.75, None], statistics))
+    profile = wh.partition_profile(TABLE, "week_start", W1, ["share"])
+    assert profile.rows == 5
+    assert profile.minimum == {"share": 0.25} and profile.maximum == {"share": 0.75}
+    empty = wh.partition_profile(TABLE, "week_start", W2, ["share"])
+    assert empty.rows == 0 and empty.minimum == {"share": None}
+
+
+def test_the_view_is_made_again_for_a_new_database_file(wh):
+    wh.replace_partition(TABLE, "week_start", W1, week_file(W1, ["a"]))
+    Path(wh.path).unlink()  # someone deletes the database; the partition files stay
+    wh.replace_partition(TABLE, "week_start", W2, week_file(W2, ["b", "c"]))
+    assert wh.query(f"SELECT count(*) FROM {TABLE}") == [(3,)]
