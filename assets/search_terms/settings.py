@@ -14,7 +14,7 @@ class SearchTermsSettings(dg.ConfigurableResource):
     warehouse_table: str = "search_terms_top3"
     max_reject_fraction: float = 0.001  # a run fails when more records than this are rejected
     total_share_tolerance: float = 1e-6  # how far above 1 a three-product total may round
-    chunk_mb: float = 1.0  # MB of the report scanned per task
+    chunk_mb: float = 1.5  # MB of the report scanned per task (memory against per-range overhead)
     scan_workers: int = 2  # threads scanning the report at once
     # Parquet codec of the parsed and top-3 files: none is fastest (compression took a third
     # of the parse step's CPU, docs/PERFORMANCE.md); snappy, lz4 or zstd trade speed for size.

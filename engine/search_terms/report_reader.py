@@ -134,6 +134,25 @@ def parse_spec(name: str, value: object, byte_offset: int, expected_week: date |
     return ReportSpec(report_type, period, start, end, tuple(marketplaces))
 
 
+def _last_close_brace(data: pa.Buffer) -> int:
+    """Index of the last '}' in data, or -1.
+
+    Searched backwards in 4 KB blocks: a record ends every few hundred bytes, so the last
+    block almost always holds one, and the range itself is never copied."""
+    view = memoryview(data)
+    try:
+        end = data.size  # a resized buffer's view still spans its old capacity
+        while end > 0:
+            start = max(0, end - 4096)
+            found = bytes(view[start:end]).rfind(b"}")
+            if found >= 0:
+                return start + found
+            end = start
+        return -1
+    finally:
+        view.release()
+
+
 class _Source:
     """The decompressed byte stream with the absolute offset of what it has handed out."""
 
@@ -169,18 +188,19 @@ class _Source:
         self.offset += len(data)
         return data
 
-    def read_after(self, prefix: bytes, size: int) -> bytearray:
+    def read_after(self, prefix: bytes, size: int) -> pa.Buffer:
         """prefix followed by up to `size` more bytes of the stream, in one new buffer.
 
-        Reads straight into the buffer where the stream allows it: joining a range's
-        leftover bytes to a separately read block copied every byte of the report once more."""
-        buf = bytearray(len(prefix) + size)
-        buf[: len(prefix)] = prefix
-        view = memoryview(buf)
+        Reads straight into an Arrow buffer (not zeroed first) where the stream allows it:
+        joining a range's leftover bytes to a separately read block copied every byte of the
+        report once more, and a zeroed bytearray wrote every byte once more."""
+        buf = pa.allocate_buffer(len(prefix) + size, resizable=True)
+        view = memoryview(buf).cast("B")
+        view[: len(prefix)] = prefix
         filled = len(prefix)
         readinto = getattr(self._raw, "readinto", None)
         if self._inflate is None and not self._pending and readinto is not None:
-            while filled < len(buf):
+            while filled < len(view):
                 n = readinto(view[filled:])
                 if not n:
                     break
@@ -192,7 +212,7 @@ class _Source:
             view[filled : filled + len(data)] = data
             filled += len(data)
         view.release()
-        del buf[filled:]
+        buf.resize(filled, shrink_to_fit=False)
         return buf
 
     def _read_more(self, size: int) -> bytes:
@@ -420,21 +440,21 @@ class ReportReader:
         self._tail, self._tail_offset = self._buf, self._buf_offset
         self._buf = b""
         while True:
-            data = self._tail if self._eof else self._src.read_after(self._tail, self.chunk_bytes)
-            if len(data) == len(self._tail):
+            data = pa.py_buffer(self._tail) if self._eof else self._src.read_after(self._tail, self.chunk_bytes)
+            if data.size == len(self._tail):
                 self._eof = True
                 if self._tail:
                     data, offset = self._tail, self._tail_offset
                     self._tail = b""
                     yield pa.py_buffer(data), offset
                 return
-            cut = data.rfind(b"}") + 1
+            cut = _last_close_brace(data) + 1
             if cut == 0:
-                self._tail = data
+                self._tail = data.to_pybytes()
                 continue
             offset = self._tail_offset
-            self._tail, self._tail_offset = bytes(data[cut:]), offset + cut
-            yield pa.py_buffer(memoryview(data)[:cut]), offset  # a view: no copy of the range
+            self._tail, self._tail_offset = data.slice(cut).to_pybytes(), offset + cut
+            yield data.slice(0, cut), offset  # a slice: no copy of the range
 
     def _scan_range(self, data: pa.Buffer, expect_comma: bool) -> list[scanner.ScanResult]:
         """Scan a whole range (several calls when it holds more than max_rows elements)."""
