@@ -63,7 +63,10 @@ def search_terms_top3_table(
             top3.seek(0)
             loaded = warehouse.replace_partition(table, "week_start", week, top3)
         with object_store.open_read(settings.parsed_key(week)) as parsed:
-            parsed_terms = int(parsed_footer(parsed)["terms"])
+            footer_terms = parsed_footer(parsed).get("terms")
+        # Without a proven count in the parsed file (a report not grouped by term), the
+        # top-3 file's rows are the count: DuckDB's group-by of the parsed rows made them.
+        parsed_terms = int(footer_terms) if footer_terms is not None else rows_in
         profile = warehouse.partition_profile(table, "week_start", week, _SHARES + _TOTALS)
     count = profile.rows
     min_share = min((profile.minimum[c] for c in _SHARES if profile.minimum[c] is not None), default=None)

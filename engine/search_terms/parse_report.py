@@ -40,7 +40,7 @@ class ParseSummary:
     records: int
     rows: int
     rejects: int
-    terms: int  # distinct terms (exact when rows are grouped by term, as in Amazon's reports)
+    terms: int  # runs of rows with one department and term: the distinct terms when summary.top3 is set
     bytes_read: int
     rescans: int
     preview: pa.Table
@@ -126,13 +126,15 @@ def parse_report(
                 if top3_writer is None:
                     top3_writer = Top3Writer(top3_out, week, stats.spec.marketplace_id, compression)
                 top3_writer.write(last_rows)
-        writer.add_metadata(
-            {
-                META_WEEK: stats.spec.week_start.isoformat().encode(),
-                META_MARKETPLACE: stats.spec.marketplace_id.encode(),
-                META_TERMS: str(terms).encode(),
-            }
-        )
+        footer = {
+            META_WEEK: stats.spec.week_start.isoformat().encode(),
+            META_MARKETPLACE: stats.spec.marketplace_id.encode(),
+        }
+        if stitcher is not None:
+            # the count of runs is the count of distinct terms only once the pivot has
+            # proven that no term comes back; otherwise the top-3 step counts them
+            footer[META_TERMS] = str(terms).encode()
+        writer.add_metadata(footer)
     finally:
         try:
             writer.close()

@@ -229,3 +229,21 @@ def test_the_weekly_job_runs_in_one_process_over_the_whole_group(home, instance)
         "search_term_top3",
         "search_terms_top3_table",
     }
+
+
+def test_a_report_not_grouped_by_term_is_pivoted_by_duckdb_with_every_check_passing(home, instance):
+    import random
+
+    put_report(home, WEEK, terms=300, seed=6)
+    records = json.loads(report_path(home, WEEK).read_text())["dataByDepartmentAndSearchTerm"]
+    random.Random(2).shuffle(records)
+    report_path(home, WEEK).write_text(
+        json.dumps({"reportSpecification": specification(WEEK), "dataByDepartmentAndSearchTerm": records})
+    )
+    result = run_week(home, WEEK, instance)
+    assert result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == dict.fromkeys(CHECKS, True)
+    meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["search_term_top3"]["grouped_input"].value is False
+    assert len(week_rows(home, WEEK)) == 300
