@@ -11,6 +11,11 @@
  *
  * A range may start in the wrong place (Python cuts ranges at a guessed record end);
  * the scanner then reports where the last complete element ended and Python re-scans.
+ *
+ * After the rows it finds the groups of consecutive rows with the same department and
+ * term, with a hash of each key (Python proves with them that no term comes back), and,
+ * when asked, writes the top-3 row of every group but the first and last of the range:
+ * those two may go on in the neighbouring ranges, and Python joins them.
  */
 #include <stdint.h>
 #include <stdlib.h>

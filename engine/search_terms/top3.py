@@ -28,6 +28,7 @@ from engine.parquet_sink import ParquetSink
 from engine.search_terms.groups import Groups, find_groups
 from engine.search_terms.records import TOP3_SCHEMA
 
+
 class NotGrouped(ValueError):
     """The rows of some term are not all next to each other."""
 
