@@ -247,3 +247,16 @@ def test_a_report_not_grouped_by_term_is_pivoted_by_duckdb_with_every_check_pass
     meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert meta["search_term_top3"]["grouped_input"].value is False
     assert len(week_rows(home, WEEK)) == 300
+
+
+def test_an_empty_report_loads_no_rows_and_fails_the_has_rows_check(home, instance):
+    report_path(home, WEEK).parent.mkdir(parents=True)
+    report_path(home, WEEK).write_text(
+        json.dumps({"reportSpecification": specification(WEEK), "dataByDepartmentAndSearchTerm": []})
+    )
+    result = run_week(home, WEEK, instance)
+    assert result.success  # the run completes; the check says what is wrong
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["has_rows"] is False
+    assert {k: v for k, v in checks.items() if k != "has_rows"} == dict.fromkeys(CHECKS - {"has_rows"}, True)
+    assert week_rows(home, WEEK) == []
