@@ -5,6 +5,7 @@ import dagster as dg
 from assets import search_terms
 from engine.memory import return_freed_memory
 from orchestration.deployment import resources
+from orchestration.schedules import search_terms_weekly_schedule
 
 # Every process that loads the code location (runs, steps) streams batches: keep its
 # resident memory near its working set.
@@ -12,5 +13,5 @@ return_freed_memory()
 
 defs = dg.Definitions.merge(
     search_terms.defs,
-    dg.Definitions(resources=resources()),
+    dg.Definitions(resources=resources(), schedules=[search_terms_weekly_schedule]),
 )

@@ -44,6 +44,7 @@ SEARCH_TERMS_VARIABLES = {
     "parquet_compression": "SEARCH_TERMS_PARQUET_COMPRESSION",
     "progress_interval_seconds": "FLOODGATE_PROGRESS_SECONDS",
     "duckdb_memory_limit": "SEARCH_TERMS_DUCKDB_MEMORY_LIMIT",
+    "publication_lag_days": "SEARCH_TERMS_PUBLICATION_LAG_DAYS",
 }
 
 

@@ -20,6 +20,7 @@ class SearchTermsSettings(dg.ConfigurableResource):
     # of the parse step's CPU, docs/PERFORMANCE.md); snappy, lz4 or zstd trade speed for size.
     parquet_compression: Literal["none", "snappy", "lz4", "zstd"] = "none"
     progress_interval_seconds: float = 5.0
+    publication_lag_days: int = 3  # days after a week ends before the schedule expects its report
     duckdb_memory_limit: str = "512MB"  # for the rare report whose rows are not grouped by term
 
     def report_candidates(self, week: date) -> list[str]:
