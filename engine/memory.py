@@ -9,6 +9,10 @@ before pyarrow loads, which also covers allocations that set_memory_pool does no
 (with set_memory_pool alone, 55 MB stayed in mimalloc after a 0.3 GB parse).
 """
 
+import ctypes
+import ctypes.util
+import functools
+
 import pyarrow as pa
 
 
@@ -17,15 +21,18 @@ def return_freed_memory() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+@functools.cache
+def _malloc_trim():
+    # find_library runs ldconfig in a subprocess (about 2 ms): look it up once
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+
+
 def release_free_memory() -> None:
     """Hand memory that malloc holds free back to the system (glibc's malloc_trim).
 
     Called when a step has dropped its batches, so that the next step in the same process
-    starts from what is really in use."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    starts from what is really in use, and every few hundred batches during a parse."""
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)

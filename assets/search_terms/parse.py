@@ -204,7 +204,7 @@ def parse_search_terms(
             rows_out=summary.rows,
             rejects=summary.rejects,
             # distinct terms, when the pass proved each term's rows were together
-            **({"terms": dg.MetadataValue.int(summary.terms)} if summary.top3 is not None else {}),
+            **({"terms": dg.MetadataValue.int(summary.top3.terms)} if summary.top3 is not None else {}),
             bytes=dg.MetadataValue.int(summary.bytes_read),
             marketplace_ids=", ".join(summary.spec.marketplace_ids),
             parsed_uri=dg.MetadataValue.path(object_store.uri(settings.parsed_key(week))),

@@ -40,17 +40,11 @@ class ParseSummary:
     records: int
     rows: int
     rejects: int
-    terms: int  # runs of rows with one department and term: the distinct terms when summary.top3 is set
     bytes_read: int
     rescans: int
     preview: pa.Table
     top3: Top3Stats | None = None  # None: no top-3 pivot was made in this pass
-    top3_rows: int = 0
     top3_preview: pa.Table | None = None
-
-
-def _group_key(table: pa.Table, row: int) -> tuple[str, str]:
-    return table["department_name"][row].as_py(), table["search_term"][row].as_py()
 
 
 def parse_report(
@@ -84,8 +78,6 @@ def parse_report(
     )
     stitcher = Top3Stitcher() if top3_out is not None else None
     top3_writer: Top3Writer | None = None
-    terms = 0
-    last_key: tuple[str, str] | None = None
     preview = None
     batches = 0
     try:
@@ -97,9 +89,6 @@ def parse_report(
                 continue
             if preview is None:
                 preview = table.slice(0, 5)
-            # distinct terms, for grouped rows: groups, less the one continued from the last batch
-            terms += len(groups) - (_group_key(table, 0) == last_key)
-            last_key = _group_key(table, int(groups.first[-1]))
             writer.write(table)
             if stitcher is not None:
                 top3_rows = stitcher.add(table, groups, batch.inner_pivot)
@@ -131,9 +120,9 @@ def parse_report(
             META_MARKETPLACE: stats.spec.marketplace_id.encode(),
         }
         if stitcher is not None:
-            # the count of runs is the count of distinct terms only once the pivot has
-            # proven that no term comes back; otherwise the top-3 step counts them
-            footer[META_TERMS] = str(terms).encode()
+            # the pivot has proven that no term comes back, so its count is the distinct
+            # terms; otherwise the top-3 step counts them
+            footer[META_TERMS] = str(stitcher.stats.terms).encode()
         writer.add_metadata(footer)
     finally:
         try:
@@ -153,13 +142,11 @@ def parse_report(
         records=stats.records,
         rows=stats.rows,
         rejects=stats.rejects,
-        terms=terms,
         bytes_read=stats.bytes_read,
         rescans=stats.rescans,
         preview=preview if preview is not None else PARSED_SCHEMA.empty_table(),
         top3=stitcher.stats if stitcher is not None else None,
-        top3_rows=top3_writer.rows if stitcher is not None and top3_writer is not None else 0,
-        top3_preview=top3_writer.preview if stitcher is not None and top3_writer is not None else None,
+        top3_preview=top3_writer.preview if stitcher is not None else None,
     )
 
 

@@ -159,24 +159,17 @@ class _Source:
     def __init__(self, stream: BinaryIO, name: str):
         self.name = name
         self.offset = 0  # decompressed bytes handed out
-        self.raw_offset = 0  # bytes taken from the stream
         head = b""
         while len(head) < 2:  # a pipe or socket may hand out one byte at a time
             more = stream.read(2 - len(head))
             if not more:
                 break
             head += more
-        self.raw_offset = len(head)
-        if head == b"\x1f\x8b":  # gzip is told by its magic bytes, never by the file name
-            self._raw = stream
-            self._inflate = zlib.decompressobj(wbits=31)
-            self._pending = self._inflate.decompress(head)
-            self.compressed = True
-        else:
-            self._raw = stream
-            self._inflate = None
-            self._pending = head
-            self.compressed = False
+        self.raw_offset = len(head)  # bytes taken from the stream
+        self._raw = stream
+        self.compressed = head == b"\x1f\x8b"  # gzip is told by its magic bytes, never by the name
+        self._inflate = zlib.decompressobj(wbits=31) if self.compressed else None
+        self._pending = self._inflate.decompress(head) if self._inflate else head
 
     def read(self, size: int) -> bytes:
         if self._pending:
@@ -444,9 +437,8 @@ class ReportReader:
             if data.size == len(self._tail):
                 self._eof = True
                 if self._tail:
-                    data, offset = self._tail, self._tail_offset
                     self._tail = b""
-                    yield pa.py_buffer(data), offset
+                    yield data, self._tail_offset
                 return
             cut = _last_close_brace(data) + 1
             if cut == 0:
@@ -511,7 +503,7 @@ class ReportReader:
                     )
                 if last.status == scanner.ARRAY_END:
                     # Hand what follows the array back to the top-level parser.
-                    rest = [data.to_pybytes()[last.consumed :]]
+                    rest = [data.slice(last.consumed).to_pybytes()]
                     for later, _, later_future in in_flight:
                         later_future.cancel()
                         rest.append(later.to_pybytes())
@@ -520,7 +512,7 @@ class ReportReader:
                     self._buf, self._buf_offset = b"".join(rest), offset + last.consumed
                     return
                 if last.status == scanner.INCOMPLETE:
-                    carry = data.to_pybytes()[last.consumed :]
+                    carry = data.slice(last.consumed).to_pybytes()
                     carry_offset = offset + last.consumed
                     carry_expect_comma = expect_comma or any(r.n_elements for r in results)
                 else:
@@ -536,9 +528,8 @@ class ReportReader:
         base = self.stats.records
         rejects = []
         if result.rejects:
-            raw = data.to_pybytes()
             for r in result.rejects:
-                text = raw[r.start : r.end].decode("utf-8", errors="replace")
+                text = data.slice(r.start, r.end - r.start).to_pybytes().decode("utf-8", errors="replace")
                 rejects.append(
                     Reject(base + r.element, offset + r.start, r.field, describe_reject(r.reason, r.field, text), text)
                 )

@@ -91,7 +91,7 @@ def test_parse_pass_pivot_equals_plain_pivot_whatever_the_cuts(chunk_bytes, work
     records = sample_records(2000, seed=chunk_bytes)
     summary, _, top3 = parse_with_top3(report_bytes(records), chunk_bytes=chunk_bytes, workers=workers)
     expected = expected_top3(records)
-    assert summary.top3 is not None and summary.top3.terms == len(expected) == summary.terms
+    assert summary.top3 is not None and summary.top3.terms == len(expected)
     assert_same_rows(read_rows(top3), expected)
 
 
