@@ -6,6 +6,7 @@ from assets import search_terms
 from engine.memory import return_freed_memory
 from orchestration.deployment import resources
 from orchestration.schedules import search_terms_weekly_schedule
+from orchestration.sensors import search_terms_report_sensor
 
 # Every process that loads the code location (runs, steps) streams batches: keep its
 # resident memory near its working set.
@@ -13,5 +14,7 @@ return_freed_memory()
 
 defs = dg.Definitions.merge(
     search_terms.defs,
-    dg.Definitions(resources=resources(), schedules=[search_terms_weekly_schedule]),
+    dg.Definitions(
+        resources=resources(), schedules=[search_terms_weekly_schedule], sensors=[search_terms_report_sensor]
+    ),
 )

@@ -1,8 +1,10 @@
 """The environment switch: DAGSTER_DEPLOYMENT=local|prod chooses the resource set, once.
 
 local (the default) needs nothing started: a directory as the object store and a DuckDB
-file as the warehouse, both under FLOODGATE_HOME (default ./.floodgate). prod reads every
-endpoint and secret from the environment through dg.EnvVar.
+file as the warehouse, both under FLOODGATE_HOME (default ./.floodgate). prod puts the
+object store on S3 and the warehouse on BigQuery, and reads every endpoint and secret from
+the environment through dg.EnvVar; endpoints are settings, so prod also runs against local
+test servers (moto, the BigQuery emulator).
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dagster as dg
+
 from assets.search_terms.settings import SearchTermsSettings
+from resources.bigquery_warehouse import BigQueryClientResource, BigQueryWarehouse
 from resources.object_store import LocalDirectoryObjectStore
+from resources.s3_object_store import S3ObjectStore
 from resources.warehouse import DuckDBWarehouse
 
 LOCAL, PROD = "local", "prod"
@@ -69,11 +75,56 @@ def local_resources(home: Path | None = None) -> dict:
     }
 
 
+# prod: S3ObjectStore and BigQueryWarehouse settings → the variable each is read from.
+# Required ones must be set; an optional one left unset keeps its default (for credentials:
+# boto3's and Google's default chains, such as an instance role or workload identity).
+S3_VARIABLES = {
+    "bucket": "FLOODGATE_S3_BUCKET",
+    "prefix": "FLOODGATE_S3_PREFIX",
+    "endpoint_url": "FLOODGATE_S3_ENDPOINT_URL",
+    "region_name": "AWS_REGION",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+}
+BIGQUERY_CLIENT_VARIABLES = {
+    "project": "FLOODGATE_BIGQUERY_PROJECT",
+    "location": "FLOODGATE_BIGQUERY_LOCATION",
+    "gcp_credentials": "FLOODGATE_BIGQUERY_CREDENTIALS",  # a base64-encoded service account key
+    "api_endpoint": "FLOODGATE_BIGQUERY_ENDPOINT",
+}
+BIGQUERY_VARIABLES = {"dataset": "FLOODGATE_BIGQUERY_DATASET"}
+# Plain switches, not secrets: read here, as values (dg.EnvVar carries strings only).
+BIGQUERY_ANONYMOUS = "FLOODGATE_BIGQUERY_ANONYMOUS"  # true: no credentials (the emulator)
+BIGQUERY_REPLACE_METHOD = "FLOODGATE_BIGQUERY_REPLACE_METHOD"  # transaction | partition_decorator
+REQUIRED_PROD_VARIABLES = ("FLOODGATE_S3_BUCKET", "FLOODGATE_BIGQUERY_PROJECT", "FLOODGATE_BIGQUERY_DATASET")
+
+
+def _from_environment(variables: dict[str, str]) -> dict:
+    """dg.EnvVar for each variable that is set: Dagster resolves it when a run starts, and the
+    UI shows the variable's name, never its value."""
+    return {setting: dg.EnvVar(variable) for setting, variable in variables.items() if variable in os.environ}
+
+
 def prod_resources() -> dict:
-    raise DeploymentError(
-        "DAGSTER_DEPLOYMENT=prod needs the S3 object store and the BigQuery warehouse, which this "
-        "build does not have yet; use DAGSTER_DEPLOYMENT=local"
-    )
+    missing = [v for v in REQUIRED_PROD_VARIABLES if not os.environ.get(v)]
+    if missing:
+        raise DeploymentError(f"DAGSTER_DEPLOYMENT=prod needs {', '.join(missing)} (see README, Production)")
+    anonymous = os.environ.get(BIGQUERY_ANONYMOUS, "").strip().lower() in ("1", "true", "yes")
+    switches = {"replace_method": os.environ[BIGQUERY_REPLACE_METHOD]} if BIGQUERY_REPLACE_METHOD in os.environ else {}
+    try:
+        warehouse = BigQueryWarehouse(
+            bigquery=BigQueryClientResource(anonymous=anonymous, **_from_environment(BIGQUERY_CLIENT_VARIABLES)),
+            **_from_environment(BIGQUERY_VARIABLES),
+            **switches,
+        )
+    except ValueError as exc:
+        raise DeploymentError(f"invalid BigQuery setting from the environment: {exc}") from None
+    return {
+        "object_store": S3ObjectStore(**_from_environment(S3_VARIABLES)),
+        "warehouse": warehouse,
+        "search_terms_settings": search_terms_settings(),
+    }
 
 
 def resources() -> dict:

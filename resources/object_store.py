@@ -40,6 +40,10 @@ class ObjectStore(dg.ConfigurableResource):
         """A writer that publishes the object when the block exits cleanly, and nothing if it raises."""
 
     @abstractmethod
+    def read_head(self, key: str, size: int) -> bytes:
+        """The object's first `size` bytes (fewer if it is shorter), without reading the rest."""
+
+    @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and version of the object, or None if there is none."""
 
@@ -78,6 +82,10 @@ class LocalDirectoryObjectStore(ObjectStore):
             raise FileNotFoundError(f"no object {key!r} in {self.root}")
         with open(path, "rb", buffering=0) as f:
             yield f
+
+    def read_head(self, key: str, size: int) -> bytes:
+        with self.open_read(key) as f:
+            return f.read(size)
 
     @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:

@@ -14,12 +14,13 @@ import shutil
 import tempfile
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import BinaryIO
 
 import dagster as dg
+import pyarrow as pa
 from pydantic import BaseModel
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,10 +42,21 @@ class PartitionProfile(BaseModel):
 
 class Warehouse(dg.ConfigurableResource):
     @abstractmethod
-    def replace_partition(self, table: str, partition_column: str, value: date, parquet: BinaryIO) -> int:
+    def replace_partition(
+        self,
+        table: str,
+        partition_column: str,
+        value: date,
+        parquet: BinaryIO,
+        *,
+        schema: pa.Schema | None = None,
+        cluster_by: Sequence[str] = (),
+    ) -> int:
         """Make the rows of `parquet` the table's rows where partition_column = value; return their count.
 
-        Every row of the file must carry that value."""
+        Every row of the file must carry that value. `schema` declares the table's columns
+        (default: the file's) and `cluster_by` the columns its rows are clustered by, where
+        the warehouse has clustering; both are used when the table is created."""
 
     @abstractmethod
     def partition_profile(self, table: str, partition_column: str, value: date, columns: list[str]) -> PartitionProfile:
@@ -102,6 +114,15 @@ def _footer_ranges(path: str, columns: list[str]) -> tuple[int, dict, dict] | No
         minimum.setdefault(column, None)
         maximum.setdefault(column, None)
     return meta.num_rows, minimum, maximum
+
+
+def _check_columns(path: str, schema: pa.Schema) -> None:
+    """Refuse a file whose column names and types are not the declared ones."""
+    import pyarrow.parquet as pq
+
+    found = pq.read_schema(path)
+    if found.names != schema.names or found.types != schema.types:
+        raise ValueError(f"the load's columns {found.names} do not match the table's declared schema {schema.names}")
 
 
 def _partition_value_check(path: str, column: str, value: date, config: dict) -> tuple[int, int]:
@@ -179,7 +200,16 @@ class DuckDBWarehouse(Warehouse):
         finally:
             con.close()
 
-    def replace_partition(self, table: str, partition_column: str, value: date, parquet: BinaryIO) -> int:
+    def replace_partition(
+        self,
+        table: str,
+        partition_column: str,
+        value: date,
+        parquet: BinaryIO,
+        *,
+        schema: pa.Schema | None = None,
+        cluster_by: Sequence[str] = (),  # DuckDB reads a week's file whole: nothing to cluster
+    ) -> int:
         target = self.partition_file(table, partition_column, value)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
@@ -188,6 +218,8 @@ class DuckDBWarehouse(Warehouse):
             if not _link_same_file(parquet, tmp):
                 with open(tmp, "wb") as out:
                     shutil.copyfileobj(parquet, out, 8 << 20)
+            if schema is not None:
+                _check_columns(tmp, schema)
             rows, strays = _partition_value_check(tmp, partition_column, value, self._config())
             if strays:
                 raise ValueError(f"{strays} rows of the load for {table} {partition_column}={value} carry another value")

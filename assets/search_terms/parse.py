@@ -38,7 +38,7 @@ def _parse(
     week: date,
     with_top3: bool,
 ) -> ParseSummary:
-    report = find_report(store, settings, week)
+    report = find_report(store, settings, week, context.run.tags)
     progress = Progress(context.log, f"parsing {report.key}", total=report.size, interval=settings.progress_interval_seconds)
     too_many: TooManyRejects | None = None
     try:

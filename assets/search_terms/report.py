@@ -1,5 +1,6 @@
 """search_terms_report: the week's report file as it landed in the object store."""
 
+from collections.abc import Mapping
 from datetime import date
 
 import dagster as dg
@@ -12,10 +13,21 @@ from partitions.weekly import search_terms_weeks
 from resources.object_store import ObjectInfo, ObjectStore
 
 GROUP = "search_terms"
+# Set by the S3 sensor on the runs it requests: the report it saw, whatever its name.
+REPORT_KEY_TAG = "floodgate/search_terms_report_key"
 
 
-def find_report(store: ObjectStore, settings: SearchTermsSettings, week: date) -> ObjectInfo:
-    """The one report object for the week; a Failure that names the keys looked at otherwise."""
+def find_report(
+    store: ObjectStore, settings: SearchTermsSettings, week: date, run_tags: Mapping[str, str] | None = None
+) -> ObjectInfo:
+    """The report object of the week: the one a sensor named in the run's tags, else the
+    one found under the conventional names; a Failure that names the keys looked at otherwise."""
+    tagged = (run_tags or {}).get(REPORT_KEY_TAG)
+    if tagged:
+        info = store.stat(tagged)
+        if info is None:
+            raise dg.Failure(f"the report this run was started for, {store.uri(tagged)}, is gone", allow_retries=False)
+        return info
     found = [info for key in settings.report_candidates(week) if (info := store.stat(key)) is not None]
     if len(found) > 1:
         raise dg.Failure(
@@ -41,7 +53,8 @@ def week_of(context: dg.AssetExecutionContext) -> date:
     kinds={"json"},
     description=(
         "The Brand Analytics Search Terms report of the week, as landed in the object store "
-        "(<reports_prefix>/<week>.json or .json.gz). Materializing it checks that it is there "
+        "(<reports_prefix>/<week>.json or .json.gz, or any name under the prefix when the "
+        "report sensor started the run). Materializing it checks that it is there "
         "and that its header names this week, reading only its first bytes."
     ),
 )
@@ -49,7 +62,7 @@ def search_terms_report(
     context: dg.AssetExecutionContext, object_store: ObjectStore, search_terms_settings: SearchTermsSettings
 ) -> dg.MaterializeResult:
     week = week_of(context)
-    info = find_report(object_store, search_terms_settings, week)
+    info = find_report(object_store, search_terms_settings, week, context.run.tags)
     with StepMeasure() as measure, object_store.open_read(info.key) as stream:
         reader = ReportReader(stream, info.key, expected_week=week)
         try:

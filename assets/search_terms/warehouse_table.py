@@ -9,6 +9,7 @@ from assets.search_terms.settings import SearchTermsSettings
 from assets.search_terms.parse import TOP3
 from engine.measure import StepMeasure
 from engine.search_terms.parse_report import parsed_footer
+from engine.search_terms.records import TOP3_SCHEMA
 from partitions.weekly import search_terms_weeks
 from resources.object_store import ObjectStore
 from resources.warehouse import Warehouse
@@ -19,6 +20,8 @@ TOTALS_AT_MOST_ONE = "totals_at_most_one"
 HAS_ROWS = "has_rows"
 TERMS_MATCH = "terms_match_parsed"
 
+# BigQuery sorts each week's rows by these: lookups by department and term read a fraction of it
+CLUSTER_BY = ("department_name", "search_term")
 _SHARES = [f"{kind}_share_{rank}" for kind in ("click", "conversion") for rank in (1, 2, 3)]
 _TOTALS = ["total_click_share", "total_conversion_share"]
 
@@ -61,7 +64,9 @@ def search_terms_top3_table(
         with object_store.open_read(settings.top3_key(week)) as top3:
             rows_in = pq.ParquetFile(top3).metadata.num_rows
             top3.seek(0)
-            loaded = warehouse.replace_partition(table, "week_start", week, top3)
+            loaded = warehouse.replace_partition(
+                table, "week_start", week, top3, schema=TOP3_SCHEMA, cluster_by=CLUSTER_BY
+            )
         with object_store.open_read(settings.parsed_key(week)) as parsed:
             footer_terms = parsed_footer(parsed).get("terms")
         # Without a proven count in the parsed file (a report not grouped by term), the

@@ -120,17 +120,54 @@ def test_unknown_deployment_fails_loading_the_definitions(monkeypatch, load_defi
         load_definitions()
 
 
-@pytest.mark.parametrize("value", ["prod", "PROD", " prod"])
-def test_prod_is_refused_with_a_clear_message(monkeypatch, load_definitions, value):
-    monkeypatch.setenv("DAGSTER_DEPLOYMENT", value)
-    assert deployment.deployment() == deployment.PROD
-    with pytest.raises(deployment.DeploymentError) as info:
-        deployment.resources()
-    message = str(info.value)
-    assert "prod" in message and "DAGSTER_DEPLOYMENT=local" in message
-    assert "does not have" in message
-    with pytest.raises(deployment.DeploymentError, match="DAGSTER_DEPLOYMENT=local"):
+PROD_ENV = {
+    "FLOODGATE_S3_BUCKET": "reports-bucket",
+    "FLOODGATE_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+    "AWS_REGION": "eu-west-1",
+    "AWS_ACCESS_KEY_ID": "AKIA-not-a-real-key",
+    "AWS_SECRET_ACCESS_KEY": "not-a-real-secret",
+    "FLOODGATE_BIGQUERY_PROJECT": "analytics-project",
+    "FLOODGATE_BIGQUERY_DATASET": "brand_analytics",
+    "FLOODGATE_BIGQUERY_ENDPOINT": "http://127.0.0.1:2",
+}
+
+
+@pytest.mark.parametrize("missing", ["FLOODGATE_S3_BUCKET", "FLOODGATE_BIGQUERY_PROJECT", "FLOODGATE_BIGQUERY_DATASET"])
+def test_prod_without_a_required_variable_is_refused_naming_it(monkeypatch, load_definitions, missing):
+    monkeypatch.setenv("DAGSTER_DEPLOYMENT", "prod")
+    for name, value in PROD_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(missing)
+    with pytest.raises(deployment.DeploymentError, match=missing):
         load_definitions()
+
+
+@pytest.mark.parametrize("value", ["prod", "PROD", " prod"])
+def test_prod_loads_s3_and_bigquery_from_the_environment_and_every_job_resolves(monkeypatch, load_definitions, value):
+    from resources.bigquery_warehouse import BigQueryWarehouse
+    from resources.s3_object_store import S3ObjectStore
+
+    monkeypatch.setenv("DAGSTER_DEPLOYMENT", value)
+    for name, setting in PROD_ENV.items():
+        monkeypatch.setenv(name, setting)
+    for name in ("AWS_SESSION_TOKEN", "FLOODGATE_S3_PREFIX", "FLOODGATE_BIGQUERY_CREDENTIALS", "FLOODGATE_BIGQUERY_LOCATION"):
+        monkeypatch.delenv(name, raising=False)
+    defs = load_definitions()
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_job_def("search_terms_weekly").partitions_def is not None
+    assert [s.name for s in defs.sensors] == ["search_terms_report_sensor"]
+
+    resources = deployment.resources()
+    store, warehouse = resources["object_store"], resources["warehouse"]
+    assert isinstance(store, S3ObjectStore) and isinstance(warehouse, BigQueryWarehouse)
+    # secrets stay references to their variables: the UI and the run config show names only
+    assert store.aws_secret_access_key == dg.EnvVar("AWS_SECRET_ACCESS_KEY")
+    assert "not-a-real-secret" not in repr(store) and "not-a-real-secret" not in repr(warehouse)
+    assert store.aws_session_token is None  # unset: boto3's own chain decides
+    assert warehouse.bigquery.gcp_credentials is None
+    assert warehouse.dataset == dg.EnvVar("FLOODGATE_BIGQUERY_DATASET")
+    assert warehouse.replace_method == "transaction"
+
 
 
 def test_settings_defaults_without_environment():

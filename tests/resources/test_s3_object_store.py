@@ -16,21 +16,10 @@ import pytest
 
 from engine.search_terms.report_reader import ReportReader
 from engine.search_terms.sample_report import write_report
+from local_services.s3_server import TEST_CREDENTIALS as CREDENTIALS
 from resources.s3_object_store import S3ObjectStore
 
 BUCKET = "floodgate-test"
-CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
@@ -177,3 +166,15 @@ def test_a_read_cut_off_mid_stream_resumes_where_it_stopped(store, s3_endpoint):
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_read_head_fetches_only_the_first_bytes(store):
+    with store.open_write("h/obj") as f:
+        f.write(b"0123456789" * 1000)
+    with store.open_write("h/empty") as f:
+        pass
+    assert store.read_head("h/obj", 12) == b"012345678901"
+    assert store.read_head("h/obj", 1 << 20) == b"0123456789" * 1000
+    assert store.read_head("h/empty", 100) == b""
+    with pytest.raises(FileNotFoundError, match="h/none"):
+        store.read_head("h/none", 10)
