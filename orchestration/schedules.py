@@ -20,6 +20,7 @@ def latest_complete_week(now: datetime, lag_days: int) -> date:
     job=search_terms_job,
     cron_schedule="0 6 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,  # with the daemon running, a missed week is caught
     description=(
         "Every morning, load the latest week Amazon has had time to publish (weeks end on "
         "Saturday; publication_lag_days later the report is expected). Skips, saying why, "

@@ -124,9 +124,12 @@ class BigQueryWarehouse(Warehouse):
         table_id = self._table_id(client, table)
         with contextlib.suppress(NotFound):
             return client.get_table(table_id)
-        dataset = bigquery.Dataset(f"{client.project}.{self.dataset}")
-        dataset.location = self.bigquery.location or client.location or dataset.location
-        client.create_dataset(dataset, exists_ok=True)
+        try:  # look first: creating needs bigquery.datasets.create even when the dataset exists
+            client.get_dataset(f"{client.project}.{self.dataset}")
+        except NotFound:
+            dataset = bigquery.Dataset(f"{client.project}.{self.dataset}")
+            dataset.location = self.bigquery.location or client.location or dataset.location
+            client.create_dataset(dataset, exists_ok=True)
         new = bigquery.Table(table_id, schema=bigquery_schema(schema))
         new.time_partitioning = bigquery.TimePartitioning(
             type_=bigquery.TimePartitioningType.DAY, field=check_identifier(partition_column)

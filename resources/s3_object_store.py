@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import io
 import time
 from collections.abc import Iterator
@@ -125,6 +126,15 @@ class S3ObjectStore(ObjectStore):
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
+@functools.cache
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """What breaks a stream without saying anything about the object: worth a reopening."""
+    import botocore.exceptions
+    import urllib3.exceptions
+
+    return (ConnectionError, urllib3.exceptions.HTTPError, botocore.exceptions.BotoCoreError)
+
+
 class _ResumingReader(io.RawIOBase):
     """The object's bytes from ranged GETs, resumed at the byte reached when a stream breaks."""
 
@@ -153,9 +163,6 @@ class _ResumingReader(io.RawIOBase):
         return position
 
     def readinto(self, buffer) -> int:
-        import botocore.exceptions
-        import urllib3.exceptions
-
         if self._position >= self._size or not len(buffer):
             return 0
         for wait in (*self._retry_seconds, None):
@@ -167,7 +174,7 @@ class _ResumingReader(io.RawIOBase):
                     raise ConnectionResetError(f"{self._uri}: the stream ended at byte {self._position}")
                 self._position += n
                 return n
-            except (ConnectionError, urllib3.exceptions.HTTPError, botocore.exceptions.BotoCoreError):
+            except _transient_errors():
                 self._drop_body()
                 if wait is None:
                     raise

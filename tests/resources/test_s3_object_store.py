@@ -178,3 +178,15 @@ def test_read_head_fetches_only_the_first_bytes(store):
     assert store.read_head("h/empty", 100) == b""
     with pytest.raises(FileNotFoundError, match="h/none"):
         store.read_head("h/none", 10)
+
+
+def test_a_read_never_splices_two_versions_of_a_replaced_object(store):
+    with store.open_write("v/report.bin") as f:
+        f.write(b"A" * 3_000_000)
+    with store.open_read("v/report.bin") as f:
+        assert f.read(10) == b"A" * 10
+        with store.open_write("v/report.bin") as w:
+            w.write(b"B" * 3_000_000)
+        f.seek(2_000_000)  # the next bytes need a new request, which must ask for the old version
+        with pytest.raises(OSError, match="replaced while it was being read"):
+            f.read(10)
