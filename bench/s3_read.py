@@ -1,8 +1,8 @@
 """S3 read path against plain boto3 streaming: same object, same server, same run.
 
-Runs moto's S3 server on loopback (`local_services.s3_server`), uploads one object of
-`--size` random bytes (multipart, boto3's `upload_file`), then alternately, `--repeat`
-times each, reads it to the end:
+Runs moto's S3 server on loopback (`local_services.s3_server.s3_server_process`),
+uploads one object of `--size` random bytes (multipart, boto3's `upload_file`), then
+alternately, `--repeat` times each, reads it to the end:
 
 - **ours**: `S3ObjectStore.open_read` (a head_object, then ranged GETs read straight into
   the caller's buffer), in the report reader's access pattern
@@ -17,14 +17,13 @@ Each side keeps its best time (these machines are noisy). One untimed pass of ea
 checks that both return the uploaded bytes (sha256). The bytes are random because the
 store never looks at them (no content-encoding; gzip is told by the reader), so only the
 size matters, random data is made in a second, and no layer on the way can compress it.
-The server runs in this process, as in the tests, so both sides share its GIL and cores.
+The server runs in a process of its own, so it does not take the GIL from the reader.
 
     python -m bench.s3_read [--size 512MB] [--repeat 3] [--no-write]
 """
 
 import argparse
 import hashlib
-import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -116,14 +115,13 @@ def main() -> None:
     import boto3
 
     from assets.search_terms.settings import SearchTermsSettings
-    from local_services.s3_server import TEST_CREDENTIALS, create_bucket, s3_server
+    from local_services.s3_server import TEST_CREDENTIALS, create_bucket, s3_server_process
     from resources.s3_object_store import S3ObjectStore
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     size = parse_size(args.size)
     chunk = int(SearchTermsSettings().chunk_mb * (1 << 20))  # as assets/search_terms/parse.py
     source = random_file(size)
-    with s3_server() as endpoint:
+    with s3_server_process() as endpoint:
         create_bucket(endpoint, BUCKET)
         client = boto3.client("s3", endpoint_url=endpoint, **TEST_CREDENTIALS)
         client.upload_file(str(source), BUCKET, KEY)

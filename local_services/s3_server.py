@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 # Credentials the local server accepts (it checks none); real ones never appear in tests.
@@ -21,6 +25,34 @@ def s3_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def s3_server_process(start_timeout: float = 30.0) -> Iterator[str]:
+    """The same server in a process of its own, so that it does not share the caller's GIL
+    (benchmarks: the client's cost is what they compare)."""
+    with socket.socket() as probe:  # a free port; the server binds it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the S3 server on port {port} did not start") from None
+                time.sleep(0.05)  # polling for the listening socket
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def create_bucket(endpoint_url: str, bucket: str) -> None:

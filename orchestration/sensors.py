@@ -51,6 +51,9 @@ def _report_week(context: dg.SensorEvaluationContext, store: ObjectStore, info: 
         context.log.warning(f"not a Search Terms report, not loaded: {where}: {exc.problem} (byte {exc.byte_offset})")
         return None
     named = week_in_name(info.key)
+    if spec is None and named is not None and named.weekday() != 6:
+        context.log.warning(f"{where}: named for {named}, which is not a Sunday (the start of a report week); not loaded")
+        return None
     if spec is None:
         if named is None:
             context.log.warning(
@@ -97,7 +100,11 @@ def search_terms_report_sensor(
         if week is None:
             continue
         if not search_terms_weeks.has_partition_key(week.isoformat()):
-            context.log.warning(f"{object_store.uri(info.key)} reports on {week}, which is not a weekly partition yet; not loaded")
+            if week.isoformat() > search_terms_weeks.get_first_partition_key():
+                del listed[info.key]  # a week not over yet: look again next tick
+                context.log.info(f"{object_store.uri(info.key)} reports on {week}, a week not over yet; looking again next tick")
+            else:
+                context.log.warning(f"{object_store.uri(info.key)} reports on {week}, before the first week loaded; not loaded")
             continue
         requests.append(
             dg.RunRequest(
@@ -111,6 +118,10 @@ def search_terms_report_sensor(
     result = dg.SensorResult(run_requests=requests, cursor=json.dumps(listed, sort_keys=True, separators=(",", ":")))
     if not requests:
         result = dg.SensorResult(
-            cursor=result.cursor, skip_reason=dg.SkipReason(f"no new or replaced report under {object_store.uri(prefix)}")
+            cursor=result.cursor,
+            skip_reason=dg.SkipReason(
+                f"no new or replaced report under {object_store.uri(prefix)}"
+                + (f" ({waiting} more objects wait for the next tick)" if waiting else "")
+            ),
         )
     return result

@@ -76,6 +76,8 @@ class S3ObjectStore(ObjectStore):
     def read_head(self, key: str, size: int) -> bytes:
         from botocore.exceptions import ClientError
 
+        if size <= 0:
+            return b""
         try:  # one ranged GET: S3 sends only these bytes
             response = self._client().get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{size - 1}")
         except ClientError as exc:
