@@ -5,7 +5,7 @@ mid-stream is reopened at the byte already reached, with backoff, the way smart-
 it; and every reopening asks for the same ETag, so an object replaced mid-read fails the
 read instead of splicing two versions. The reader is ours rather than smart-open's because
 smart-open's copies each byte three to four times on the way (BytesIO, bytearray, bytes,
-and the caller's buffer) and read at 0.74-0.82x plain boto3 (docs/PERFORMANCE.md); this
+and the caller's buffer) and read at 0.39-0.84x plain boto3 (docs/PERFORMANCE.md); this
 one reads straight into the caller's buffer. Writes are smart-open's multipart uploads,
 completed when the block exits cleanly and aborted when it raises, so a reader sees the
 old object or the whole new one.
