@@ -29,7 +29,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.search_terms import BENCH_DIR, DOC, machine
+from bench.doc import write_between_markers
+from bench.search_terms import BENCH_DIR, machine
 from engine.measure import human_bytes
 from engine.search_terms.sample_report import parse_size
 
@@ -161,13 +162,7 @@ def main() -> None:
     )
     print("\n" + table)
     if not args.no_write:
-        text = DOC.read_text() if DOC.exists() else "# Performance\n"
-        if BEGIN not in text:
-            text = text.rstrip("\n") + "\n" + SECTION
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-        print(f"\nwrote {DOC}")
+        write_between_markers(BEGIN, END, table, SECTION)
 
 
 if __name__ == "__main__":

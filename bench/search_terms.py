@@ -17,13 +17,13 @@ import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from bench.doc import write_between_markers
 from engine.measure import human_bytes
 from engine.search_terms.sample_report import parse_size, terms_for_size, write_report_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / ".bench"
 WEEK = date(2024, 1, 7)
-DOC = ROOT / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- bench:search_terms:begin -->", "<!-- bench:search_terms:end -->"
 
 
@@ -111,11 +111,7 @@ def main() -> None:
     table = "\n".join(lines)
     print("\n" + table)
     if not args.no_write:
-        text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-        print(f"\nwrote {DOC}")
+        write_between_markers(BEGIN, END, table, f"\n## Search terms\n\n{BEGIN}\n{END}\n")
 
 
 if __name__ == "__main__":
