@@ -49,22 +49,22 @@ class BigQueryClientResource(BigQueryResource):
             with super().get_client() as client:
                 yield client
             return
+        from dagster_gcp.bigquery.utils import setup_gcp_creds
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import bigquery
 
-        if not self.anonymous:
-            with super().get_client() as default:  # its credentials, our endpoint
-                credentials = default._credentials
-        client = bigquery.Client(
-            project=self.project,
-            location=self.location,
-            credentials=AnonymousCredentials() if self.anonymous else credentials,
-            client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
-        )
-        try:
-            yield client
-        finally:
-            client.close()
+        # the key, if any, is installed for the client's construction as dagster-gcp does it
+        with setup_gcp_creds(self.gcp_credentials) if self.gcp_credentials else contextlib.nullcontext():
+            client = bigquery.Client(
+                project=self.project,
+                location=self.location,
+                credentials=AnonymousCredentials() if self.anonymous else None,  # None: the default chain
+                client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
+            )
+            try:
+                yield client
+            finally:
+                client.close()
 
 
 _BIGQUERY_TYPES = [
