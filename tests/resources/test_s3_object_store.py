@@ -96,6 +96,27 @@ def test_a_gzip_report_streams_from_s3_whatever_its_name(store):
     assert rows == len(json.loads(raw.getvalue())["dataByDepartmentAndSearchTerm"])
 
 
+@pytest.mark.parametrize("gzipped", [True, False], ids=["gzip", "plain"])
+def test_a_wrong_content_encoding_label_changes_nothing(store, s3_endpoint, gzipped):
+    """Reports arrive labelled Content-Encoding: gzip whether or not they are: the store hands
+    out the stored bytes, and the reader tells gzip from them."""
+    import boto3
+
+    raw = io.BytesIO()
+    write_report(raw, date(2024, 1, 7), terms=500, seed=3)
+    stored = gzip.compress(raw.getvalue()) if gzipped else raw.getvalue()
+    client = boto3.client("s3", endpoint_url=s3_endpoint, **CREDENTIALS)
+    client.put_object(Bucket=store.bucket, Key=f"{store.prefix}r/report.json.gz", Body=stored, ContentEncoding="gzip")
+    with store.open_read("r/report.json.gz") as f:
+        assert f.read() == stored
+    assert store.read_head("r/report.json.gz", 100) == stored[:100]
+    with store.open_read("r/report.json.gz") as f:
+        reader = ReportReader(f, "labelled gzip", expected_week=date(2024, 1, 7))
+        rows = sum(batch.table.num_rows for batch in reader)
+    assert reader.compressed is gzipped
+    assert rows == len(json.loads(raw.getvalue())["dataByDepartmentAndSearchTerm"])
+
+
 class _CuttingProxy(socketserver.ThreadingTCPServer):
     """Forwards TCP to the S3 server; the first response over `cut_after` bytes is cut there."""
 
