@@ -1,0 +1,1 @@
+"""Plain-Python engine of the books pipeline: summaries, embeddings, index writers."""
