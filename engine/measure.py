@@ -50,6 +50,7 @@ class Progress:
     what: str
     total: int | None = None
     interval: float = 5.0
+    unit: str = "rows"  # what `rows` counts; with another unit, `total` counts it too (not bytes)
     started: float = field(default_factory=time.monotonic)
     _last: float = 0.0
     reports: int = 0
@@ -61,11 +62,12 @@ class Progress:
         self._last = now
         self.reports += 1
         elapsed = max(now - self.started, 1e-9)
-        message = f"{self.what}: {rows:,} rows, {rows / elapsed:,.0f} rows/s"
+        message = f"{self.what}: {rows:,} {self.unit}, {rows / elapsed:,.1f} {self.unit}/s"
         if self.total and done is not None and done > 0:
             fraction = min(done / self.total, 1.0)
             eta = elapsed * (1 - fraction) / fraction if fraction else float("inf")
-            message += f", {fraction:.0%} of {human_bytes(self.total)}, ETA {eta:,.0f}s"
+            of = human_bytes(self.total) if self.unit == "rows" else f"{self.total:,} {self.unit}"
+            message += f", {fraction:.0%} of {of}, ETA {eta:,.0f}s"
         self.log.info(message)
 
 

@@ -2,10 +2,11 @@
 
 import dagster as dg
 
-from assets import search_terms
+from assets import books, search_terms
 from engine.memory import return_freed_memory
 from orchestration.deployment import resources
 from orchestration.schedules import search_terms_weekly_schedule
+from orchestration.books_sensor import books_partitions_sensor
 from orchestration.sensors import search_terms_report_sensor
 
 # Every process that loads the code location (runs, steps) streams batches: keep its
@@ -14,7 +15,8 @@ return_freed_memory()
 
 defs = dg.Definitions.merge(
     search_terms.defs,
+    books.defs,
     dg.Definitions(
-        resources=resources(), schedules=[search_terms_weekly_schedule], sensors=[search_terms_report_sensor]
+        resources=resources(), schedules=[search_terms_weekly_schedule], sensors=[search_terms_report_sensor, books_partitions_sensor]
     ),
 )

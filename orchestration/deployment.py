@@ -14,10 +14,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.books.settings import BooksSettings
 from assets.search_terms.settings import SearchTermsSettings
 from resources.bigquery_warehouse import BigQueryClientResource, BigQueryWarehouse
 from resources.object_store import LocalDirectoryObjectStore
+from resources.book_models import LocalEmbedder, LocalSummarizer
 from resources.s3_object_store import S3ObjectStore
+from resources.search_index import DuckDBSearchIndex
 from resources.warehouse import DuckDBWarehouse
 
 LOCAL, PROD = "local", "prod"
@@ -66,12 +69,45 @@ def search_terms_settings() -> SearchTermsSettings:
         raise DeploymentError(f"invalid search-terms setting from the environment ({names}): {exc}") from None
 
 
+BOOKS_VARIABLES = {
+    "texts_prefix": "BOOKS_TEXTS_PREFIX",
+    "results_prefix": "BOOKS_RESULTS_PREFIX",
+    "workers": "BOOKS_WORKERS",
+    "embed_batch": "BOOKS_EMBED_BATCH",
+    "max_failure_fraction": "BOOKS_MAX_FAILURE_FRACTION",
+    "max_book_mb": "BOOKS_MAX_BOOK_MB",
+    "progress_interval_seconds": "FLOODGATE_PROGRESS_SECONDS",
+}
+
+
+def books_settings() -> BooksSettings:
+    overrides = {setting: os.environ[v] for setting, v in BOOKS_VARIABLES.items() if v in os.environ}
+    try:
+        return BooksSettings(**overrides)
+    except ValueError as exc:
+        names = ", ".join(f"{BOOKS_VARIABLES[k]}={v!r}" for k, v in overrides.items())
+        raise DeploymentError(f"invalid books setting from the environment ({names}): {exc}") from None
+
+
+def books_resources(home: Path) -> dict:
+    """The books pipeline's models and index. Local only so far: in prod too they are the
+    extractive summarizer, the local embedder and a DuckDB index under FLOODGATE_HOME,
+    until the Bedrock and OpenSearch resources are wired in."""
+    return {
+        "summarizer": LocalSummarizer(),
+        "embedder": LocalEmbedder(),
+        "search_index": DuckDBSearchIndex(path=str(home / "books_index.duckdb")),
+        "books_settings": books_settings(),
+    }
+
+
 def local_resources(home: Path | None = None) -> dict:
     home = home or floodgate_home()
     return {
         "object_store": LocalDirectoryObjectStore(root=str(home / "data")),
         "warehouse": DuckDBWarehouse(path=str(home / "warehouse.duckdb")),
         "search_terms_settings": search_terms_settings(),
+        **books_resources(home),
     }
 
 
@@ -124,6 +160,7 @@ def prod_resources() -> dict:
         "object_store": S3ObjectStore(**_from_environment(S3_VARIABLES)),
         "warehouse": warehouse,
         "search_terms_settings": search_terms_settings(),
+        **books_resources(floodgate_home()),
     }
 
 

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from datetime import date
@@ -22,6 +21,8 @@ from typing import BinaryIO
 import dagster as dg
 import pyarrow as pa
 from pydantic import BaseModel
+
+from engine.duckdb_connect import connect_waiting
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -179,22 +180,7 @@ class DuckDBWarehouse(Warehouse):
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
-        import duckdb
-
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        if read_only and not Path(self.path).exists():
-            read_only = False  # the first connection creates the file
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.05
-        while True:
-            try:
-                con = duckdb.connect(self.path, read_only=read_only, config=self._config())
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)  # another process is creating a view: back off and retry
-                delay = min(delay * 2, 2.0)
+        con = connect_waiting(self.path, read_only=read_only, config=self._config(), timeout=self.lock_timeout_seconds)
         try:
             yield con
         finally:
