@@ -18,9 +18,9 @@ from assets.books.settings import BooksSettings
 from assets.search_terms.settings import SearchTermsSettings
 from resources.bigquery_warehouse import BigQueryClientResource, BigQueryWarehouse
 from resources.object_store import LocalDirectoryObjectStore
-from resources.book_models import LocalEmbedder, LocalSummarizer
+from resources.book_models import BedrockConnection, BedrockEmbedder, BedrockSummarizer, LocalEmbedder, LocalSummarizer
 from resources.s3_object_store import S3ObjectStore
-from resources.search_index import DuckDBSearchIndex
+from resources.search_index import DuckDBSearchIndex, OpenSearchIndex
 from resources.warehouse import DuckDBWarehouse
 
 LOCAL, PROD = "local", "prod"
@@ -90,15 +90,53 @@ def books_settings() -> BooksSettings:
 
 
 def books_resources(home: Path) -> dict:
-    """The books pipeline's models and index. Local only so far: in prod too they are the
-    extractive summarizer, the local embedder and a DuckDB index under FLOODGATE_HOME,
-    until the Bedrock and OpenSearch resources are wired in."""
+    """The books pipeline's models and index: local ones (nothing to start) unless prod names
+    Bedrock models or an OpenSearch URL (see books_prod_resources)."""
     return {
         "summarizer": LocalSummarizer(),
         "embedder": LocalEmbedder(),
         "search_index": DuckDBSearchIndex(path=str(home / "books_index.duckdb")),
         "books_settings": books_settings(),
     }
+
+
+BEDROCK_VARIABLES = {
+    "region_name": "FLOODGATE_BEDROCK_REGION",
+    "endpoint_url": "FLOODGATE_BEDROCK_ENDPOINT_URL",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+}
+OPENSEARCH_VARIABLES = {
+    "url": "OPENSEARCH_URL",
+    "index": "FLOODGATE_OPENSEARCH_INDEX",
+    "username": "OPENSEARCH_USERNAME",
+    "password": "OPENSEARCH_PASSWORD",
+}
+SUMMARY_MODEL = "FLOODGATE_BEDROCK_SUMMARY_MODEL"  # set: summaries from Bedrock
+EMBEDDING_MODEL = "FLOODGATE_BEDROCK_EMBEDDING_MODEL"  # set: embeddings from Bedrock Titan
+EMBEDDING_DIMENSIONS = "FLOODGATE_BEDROCK_EMBEDDING_DIMENSIONS"  # 256, 512 or 1024
+
+
+def books_prod_resources(home: Path) -> dict:
+    """Bedrock for the models named by FLOODGATE_BEDROCK_*_MODEL, OpenSearch when
+    OPENSEARCH_URL is set; whatever is not named stays local."""
+    chosen = books_resources(home)
+    bedrock = BedrockConnection(**_from_environment(BEDROCK_VARIABLES))
+    dimensions = 384
+    if os.environ.get(SUMMARY_MODEL):
+        chosen["summarizer"] = BedrockSummarizer(bedrock=bedrock, model_id=os.environ[SUMMARY_MODEL])
+    if os.environ.get(EMBEDDING_MODEL):
+        dimensions = int(os.environ.get(EMBEDDING_DIMENSIONS, "1024"))
+        chosen["embedder"] = BedrockEmbedder(bedrock=bedrock, model_id=os.environ[EMBEDDING_MODEL], dimensions=dimensions)
+    if os.environ.get("OPENSEARCH_URL"):
+        verify = os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").strip().lower() not in ("0", "false", "no")
+        chosen["search_index"] = OpenSearchIndex(
+            dimensions=dimensions, verify_certs=verify, **_from_environment(OPENSEARCH_VARIABLES)
+        )
+    elif dimensions != 384:
+        chosen["search_index"] = DuckDBSearchIndex(path=str(home / "books_index.duckdb"), dimensions=dimensions)
+    return chosen
 
 
 def local_resources(home: Path | None = None) -> dict:
@@ -160,7 +198,7 @@ def prod_resources() -> dict:
         "object_store": S3ObjectStore(**_from_environment(S3_VARIABLES)),
         "warehouse": warehouse,
         "search_terms_settings": search_terms_settings(),
-        **books_resources(floodgate_home()),
+        **books_prod_resources(floodgate_home()),
     }
 
 

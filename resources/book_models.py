@@ -58,3 +58,72 @@ class LocalEmbedder(Embedder):
         from engine.books.embed import LocalEmbedder as Engine
 
         return Engine(batch_size=self.batch_size, threads=threads)
+
+
+class BedrockConnection(dg.ConfigurableResource):
+    """Where Bedrock is: region, an optional endpoint (a local test server) and credentials
+    (unset: boto3's default chain, such as the task's role)."""
+
+    region_name: str = "us-east-1"
+    endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        # one attempt per call: the Bedrock clients back off on throttling themselves, and
+        # botocore's own retries would hide throttling from their counts
+        return boto3.session.Session().client(
+            "bedrock-runtime",
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=300),
+        )
+
+
+class BedrockSummarizer(Summarizer):
+    """Amazon Bedrock through the Converse API, map-reduce over books longer than the context."""
+
+    bedrock: BedrockConnection
+    model_id: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    max_input_tokens: int = 150_000
+    chunk_tokens: int = 50_000
+    max_output_tokens: int = 400
+    max_concurrency: int = 4  # chunk calls at once, per worker process
+    price_per_1k_input: float = 0.00025
+    price_per_1k_output: float = 0.00125
+
+    def build(self):
+        from engine.books.bedrock import BedrockSummarizer as Engine
+
+        engine = Engine(
+            self.bedrock.client(),
+            model_id=self.model_id,
+            max_input_tokens=self.max_input_tokens,
+            chunk_tokens=self.chunk_tokens,
+            max_output_tokens=self.max_output_tokens,
+            max_concurrency=self.max_concurrency,
+            price_per_1k_input=self.price_per_1k_input,
+            price_per_1k_output=self.price_per_1k_output,
+        )
+        return Versioned(engine, f"{engine.version}:out={self.max_output_tokens}")
+
+
+class BedrockEmbedder(Embedder):
+    """Titan Text Embeddings V2 (256, 512 or 1024 dimensions), one request per text."""
+
+    bedrock: BedrockConnection
+    model_id: str = "amazon.titan-embed-text-v2:0"
+    dimensions: int = 1024
+    max_concurrency: int = 8
+
+    def build(self, threads: int):
+        from engine.books.bedrock import BedrockEmbedder as Engine
+
+        return Engine(self.bedrock.client(), model_id=self.model_id, dimensions=self.dimensions, max_concurrency=self.max_concurrency)

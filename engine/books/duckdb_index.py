@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from engine.books.ranking import reciprocal_rank_fusion
 from engine.duckdb_connect import connect_waiting
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -27,7 +28,6 @@ _STOPWORDS = frozenset(
     "that the their there they this to was were which with you".split()
 )
 BM25_K1, BM25_B = 1.2, 0.75
-RRF_K = 60  # the usual constant of reciprocal rank fusion: damps the weight of the top ranks
 
 
 def terms(text: str) -> list[str]:
@@ -195,12 +195,3 @@ class DuckDBBookIndex:
             return reciprocal_rank_fusion([self.search_vector(vector, k * 2), self.search_keyword(text, k * 2)], k)
         raise ValueError(f"mode must be vector, keyword or hybrid, not {mode!r}")
 
-
-def reciprocal_rank_fusion(rankings: list[list[tuple[str, float]]], k: int) -> list[tuple[str, float]]:
-    """Merge ranked lists by sum of 1/(RRF_K + rank): robust to the lists' different score scales."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, (book, _) in enumerate(ranking, start=1):
-            scores[book] = scores.get(book, 0.0) + 1.0 / (RRF_K + rank)
-    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-    return [(book, round(score, 6)) for book, score in best]

@@ -28,6 +28,8 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import RequestError, SSLError, TransportError
 
+from engine.books.ranking import reciprocal_rank_fusion
+
 VECTOR_FIELD = "embedding"
 KEYWORD_FIELDS = ("title^2", "author", "summary")  # title matches count double
 
@@ -414,7 +416,6 @@ def _error_type(info: Any, default: str) -> str:
 # --- search ---------------------------------------------------------------------------------
 
 SearchMode = Literal["vector", "keyword", "hybrid"]
-RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.); damps the top ranks' weight
 
 
 def search(
@@ -461,15 +462,6 @@ def vector_search(client: OpenSearch, index: str, vector: Sequence[float], k: in
 def keyword_search(client: OpenSearch, index: str, text: str, k: int) -> list[tuple[str, float]]:
     body = {"size": k, "_source": False, "query": {"multi_match": {"query": text, "fields": list(KEYWORD_FIELDS)}}}
     return _hits(client.search(index=index, body=body))
-
-
-def reciprocal_rank_fusion(rankings: Iterable[Sequence[tuple[str, float]]], k: int) -> list[tuple[str, float]]:
-    """Fuse ranked lists by sum(1 / (RRF_K + rank)); ties go to the smaller id, for stable output."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, (doc_id, _score) in enumerate(ranking, start=1):
-            scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
 
 
 def _hits(response: dict[str, Any]) -> list[tuple[str, float]]:

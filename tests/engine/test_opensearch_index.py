@@ -24,9 +24,9 @@ from engine.books.opensearch_index import (
     bulk_index,
     bulk_load_settings,
     ensure_index,
-    reciprocal_rank_fusion,
     search,
 )
+from engine.books.ranking import reciprocal_rank_fusion
 from local_services.opensearch_server import LocalOpenSearch, opensearch_server
 
 DIMENSIONS = 384
