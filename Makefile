@@ -52,6 +52,7 @@ test: install $(EMULATOR_STAMP)
 bench: install
 	$(PY) -m bench.search_terms
 	$(PY) -m bench.s3_read
+	$(PY) -m bench.books
 
 clean:
 	rm -rf $(VENV) $(EMULATOR_VENV) .dagster_home .floodgate .bench .pytest_cache .hypothesis

@@ -1,0 +1,147 @@
+"""One scenario of the books benchmark, in a fresh process; prints one JSON line.
+
+    python -m bench.books_run pipeline DATA HOME --workers W --per-run N
+        the batched backfill: ceil(books / N) Dagster runs over ranges of the partitions,
+        as BackfillPolicy.multi_run plans them, on a SQLite instance in HOME
+    python -m bench.books_run direct DATA HOME --workers W
+        the same engine functions called directly, all books at once, no Dagster
+    python -m bench.books_run encode DATA HOME --workers W
+        SentenceTransformer.encode alone on the summaries a previous scenario wrote in HOME
+
+DATA holds the generated books (books/texts/...); results and the index go under HOME.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def store_for(data: Path, home: Path):
+    """A store under HOME holding a copy of the generated texts (a few MB), so that every
+    scenario starts without results."""
+    import shutil
+
+    from resources.object_store import LocalDirectoryObjectStore
+
+    texts = home / "data" / "books" / "texts"
+    if not texts.exists():
+        shutil.copytree(data / "books" / "texts", texts)
+    return LocalDirectoryObjectStore(root=str(home / "data"))
+
+
+def book_ids(store) -> list[str]:
+    from engine.books.source import book_id
+
+    return sorted(b for info in store.list("books/texts/") if (b := book_id(info.key, "books/texts")))
+
+
+def pipeline(data: Path, home: Path, workers: int, per_run: int) -> dict:
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from assets import books as books_assets
+    from assets.books.settings import BooksSettings
+    from partitions.books import books
+    from resources.book_models import LocalEmbedder, LocalSummarizer
+    from resources.search_index import DuckDBSearchIndex
+
+    store = store_for(data, home)
+    resources = {
+        "object_store": store,
+        "summarizer": LocalSummarizer(),
+        "embedder": LocalEmbedder(),
+        "search_index": DuckDBSearchIndex(path=str(home / "books_index.duckdb")),
+        "books_settings": BooksSettings(workers=workers, progress_interval_seconds=600),
+    }
+    job = dg.Definitions.merge(books_assets.defs, dg.Definitions(resources=resources)).resolve_job_def("books")
+    keys = book_ids(store)
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(str(home / "dagster"))
+    instance.add_dynamic_partitions(books.name, keys)
+    step_seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    runs = 0
+    for first in range(0, len(keys), per_run):
+        batch = keys[first : first + per_run]
+        tags = {ASSET_PARTITION_RANGE_START_TAG: batch[0], ASSET_PARTITION_RANGE_END_TAG: batch[-1]}
+        result = job.execute_in_process(instance=instance, tags=tags)
+        assert result.success
+        runs += 1
+        for event in result.get_asset_materialization_events():
+            m = event.step_materialization_data.materialization
+            step = m.asset_key.path[-1]
+            if event.partition == batch[0]:  # one materialization per partition, one figure per step
+                step_seconds[step] = step_seconds.get(step, 0.0) + float(m.metadata["seconds"].value)
+    seconds = time.perf_counter() - start
+    return {"books": len(keys), "runs": runs, "seconds": seconds, "steps": step_seconds}
+
+
+def direct(data: Path, home: Path, workers: int) -> dict:
+    from assets.books.settings import BooksSettings
+    from engine.books.stages import book_document, embed_books, examine_text
+    from engine.books.workers import in_threads, summarize_in_workers
+    from resources.book_models import LocalEmbedder, LocalSummarizer
+    from resources.search_index import DuckDBSearchIndex
+
+    store = store_for(data, home)
+    layout = BooksSettings().layout()
+    keys = book_ids(store)
+    index = DuckDBSearchIndex(path=str(home / "books_index.duckdb"))
+    steps = {}
+    start = time.perf_counter()
+    t = time.perf_counter()
+    list(in_threads(lambda b: examine_text(store, layout, b), keys, workers))
+    steps["book_text"] = time.perf_counter() - t
+    t = time.perf_counter()
+    list(summarize_in_workers(store, LocalSummarizer(), layout, keys, workers))
+    steps["book_summary"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = LocalEmbedder().build(threads=workers)
+    for first in range(0, len(keys), 256):
+        embed_books(store, layout, model, keys[first : first + 256])
+    steps["book_embedding"] = time.perf_counter() - t
+    t = time.perf_counter()
+    index.upsert([d for b in keys if (d := book_document(store, layout, b)) is not None])
+    steps["book_search_index"] = time.perf_counter() - t
+    return {"books": len(keys), "seconds": time.perf_counter() - start, "steps": steps}
+
+
+def encode(data: Path, home: Path, workers: int) -> dict:
+    from engine.books.embed import _model
+    from engine.books.records import read_record
+    from engine.books.stages import BooksLayout
+
+    store = store_for(data, home)
+    layout = BooksLayout()
+    texts = [read_record(store, layout.result(b, "summary"))["summary"] for b in book_ids(store)]
+    model = _model(workers)
+    model.encode(texts[:64], batch_size=64)  # warm-up, as the pipeline's load is not in its step either
+    start = time.perf_counter()
+    model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    return {"books": len(texts), "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=["pipeline", "direct", "encode"])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("home", type=Path)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--per-run", type=int, default=100)
+    args = parser.parse_args()
+    os.environ.setdefault("DAGSTER_HOME", str(args.home / "dagster"))
+    if args.scenario == "pipeline":
+        figures = pipeline(args.data, args.home, args.workers, args.per_run)
+    elif args.scenario == "direct":
+        figures = direct(args.data, args.home, args.workers)
+    else:
+        figures = encode(args.data, args.home, args.workers)
+    print(json.dumps(figures))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
