@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
 def search(text: str, k: int, mode: str) -> list[tuple[str, float, str | None]]:
@@ -27,6 +28,7 @@ def search(text: str, k: int, mode: str) -> list[tuple[str, float, str | None]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")  # Dagster's notes on backfill_policy
     parser = argparse.ArgumentParser(prog="floodgate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     find = commands.add_parser("search", help="search the books index")

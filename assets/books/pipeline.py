@@ -11,11 +11,11 @@ import dagster as dg
 
 from assets.books.batch import batch_metadata, check_failures, collect
 from assets.books.settings import PARTITIONS_PER_RUN, BooksSettings
-from engine.books.stages import DONE, FAILED, BookOutcome, book_document, embed_books, examine_text
+from engine.books.stages import DONE, FAILED, BookOutcome, book_document, embed_books, examine_text, text_sizes
 from engine.books.workers import in_threads, summarize_in_workers
 from engine.measure import StepMeasure
 from partitions.books import books
-from resources.book_models import Embedder, Summarizer
+from resources.book_models import Embedder, LocalSummarizer, Summarizer
 from resources.object_store import ObjectStore
 from resources.search_index import SearchIndex
 
@@ -63,8 +63,11 @@ def book_summary(
     context: dg.AssetExecutionContext, object_store: ObjectStore, books_settings: BooksSettings, summarizer: Summarizer
 ) -> dg.MaterializeResult:
     settings, keys = books_settings, context.partition_keys
+    layout = settings.layout()
     with StepMeasure() as measure:
-        work = summarize_in_workers(object_store, summarizer, settings.layout(), keys, settings.workers)
+        # a remote model waits on the network, not the CPU: worth its workers whatever the size
+        text_bytes = sum(text_sizes(object_store, layout, keys)) if isinstance(summarizer, LocalSummarizer) else None
+        work = summarize_in_workers(object_store, summarizer, layout, keys, settings.workers, text_bytes)
         outcomes = collect(context, "book_summary", work, len(keys), settings.progress_interval_seconds)
     check_failures(outcomes, settings.max_failure_fraction, "book_summary")
     return dg.MaterializeResult(

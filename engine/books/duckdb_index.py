@@ -185,6 +185,7 @@ class DuckDBBookIndex:
             ).fetchall()
 
     def search(self, *, text: str, vector: np.ndarray | None, k: int = 10, mode: str = "hybrid") -> list[tuple[str, float]]:
+        self.ensure()  # an index nothing was written to yet answers with no books
         if mode == "keyword":
             return self.search_keyword(text, k)
         if vector is None:

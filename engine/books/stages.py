@@ -156,6 +156,12 @@ def examine_text(store: ObjectStore, layout: BooksLayout, book: str) -> BookOutc
 # -- book_summary ----------------------------------------------------------------------
 
 
+def text_sizes(store: ObjectStore, layout: BooksLayout, books: list[str]) -> list[int]:
+    """The books' text sizes as book_text recorded them (0 for a book without a record)."""
+    return [(read_record(store, layout.result(b, "book")) or {}).get("bytes", 0) for b in books]
+
+
+
 def summarize_book(store: ObjectStore, layout: BooksLayout, summarizer: Any, book: str) -> BookOutcome:
     """book_summary for one book: skipped when summary.json names the same text hash and
     the same summarizer and version; otherwise one summarizer call."""

@@ -13,7 +13,7 @@ from assets import books as books_assets
 from assets.books.settings import BooksSettings
 from engine.books.sample_books import write_books
 from orchestration.books_sensor import books_partitions_sensor
-from orchestration.cli import search
+from orchestration.cli import main, search
 from partitions.books import books
 from resources.book_models import LocalEmbedder, LocalSummarizer
 from resources.object_store import LocalDirectoryObjectStore
@@ -111,7 +111,7 @@ def test_a_range_run_processes_every_book_and_a_second_run_calls_no_model(home):
     assert value(fourth["book_summary"], "model_calls") == 24
 
 
-def test_search_finds_the_book_a_query_was_written_from(home, monkeypatch):
+def test_search_finds_the_book_a_query_was_written_from(home, monkeypatch, capsys):
     sample = write_books(home / "data", 40, words=500, seed=2)
     resources = resources_for(home, workers=1)
     instance = dg.DagsterInstance.ephemeral()
@@ -126,6 +126,10 @@ def test_search_finds_the_book_a_query_was_written_from(home, monkeypatch):
     for mode in ("vector", "keyword"):
         hits = search(sample[0].query(), k=3, mode=mode)
         assert hits and len(hits) <= 3
+    # the command prints rank, score, book and title
+    assert main(["search", sample[4].query(), "--k", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert sample[4].book_id in first and sample[4].title in first
 
 
 def test_bad_books_fail_alone_and_deleted_books_leave_the_index(home):
