@@ -57,16 +57,20 @@ SEARCH_TERMS_VARIABLES = {
 }
 
 
+def _settings_from_environment(cls, variables: dict[str, str], what: str):
+    """cls with each setting of `variables` whose variable is set taken from it, the rest at
+    their defaults; a DeploymentError naming the variables when a value does not fit."""
+    overrides = {setting: os.environ[v] for setting, v in variables.items() if v in os.environ}
+    try:
+        return cls(**overrides)
+    except ValueError as exc:  # pydantic names the setting; say which variable it came from
+        names = ", ".join(f"{variables[k]}={v!r}" for k, v in overrides.items())
+        raise DeploymentError(f"invalid {what} setting from the environment ({names}): {exc}") from None
+
+
 def search_terms_settings() -> SearchTermsSettings:
     """Settings from the variables of SEARCH_TERMS_VARIABLES, each falling back to its default."""
-    overrides = {
-        setting: os.environ[variable] for setting, variable in SEARCH_TERMS_VARIABLES.items() if variable in os.environ
-    }
-    try:
-        return SearchTermsSettings(**overrides)
-    except ValueError as exc:  # pydantic names the setting; say which variable it came from
-        names = ", ".join(f"{SEARCH_TERMS_VARIABLES[k]}={v!r}" for k, v in overrides.items())
-        raise DeploymentError(f"invalid search-terms setting from the environment ({names}): {exc}") from None
+    return _settings_from_environment(SearchTermsSettings, SEARCH_TERMS_VARIABLES, "search-terms")
 
 
 BOOKS_VARIABLES = {
@@ -81,12 +85,7 @@ BOOKS_VARIABLES = {
 
 
 def books_settings() -> BooksSettings:
-    overrides = {setting: os.environ[v] for setting, v in BOOKS_VARIABLES.items() if v in os.environ}
-    try:
-        return BooksSettings(**overrides)
-    except ValueError as exc:
-        names = ", ".join(f"{BOOKS_VARIABLES[k]}={v!r}" for k, v in overrides.items())
-        raise DeploymentError(f"invalid books setting from the environment ({names}): {exc}") from None
+    return _settings_from_environment(BooksSettings, BOOKS_VARIABLES, "books")
 
 
 def books_resources(home: Path) -> dict:
