@@ -17,6 +17,11 @@ defs = dg.Definitions.merge(
     search_terms.defs,
     books.defs,
     dg.Definitions(
-        resources=resources(), schedules=[search_terms_weekly_schedule], sensors=[search_terms_report_sensor, books_partitions_sensor]
+        resources=resources(),
+        schedules=[search_terms_weekly_schedule],
+        sensors=[search_terms_report_sensor, books_partitions_sensor],
+        # Backfills run the implicit asset job: its steps hand each other files, so a
+        # process per step would only add start-up time (and the embedder's load) to each.
+        executor=dg.in_process_executor,
     ),
 )
