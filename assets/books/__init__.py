@@ -13,4 +13,15 @@ books_job = dg.define_asset_job(
     description="Summarize, embed and index a batch of books (one run per batch of partitions).",
 )
 
-defs = dg.Definitions(assets=ASSETS, jobs=[books_job])
+# Materializes new books as they are registered (AutomationCondition.eager on each asset);
+# emit_backfills turns a tick's requests into one backfill, split into runs by the assets'
+# BackfillPolicy.multi_run.
+books_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "books_automation",
+    target=dg.AssetSelection.groups(GROUP),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=300,
+    emit_backfills=True,
+)
+
+defs = dg.Definitions(assets=ASSETS, jobs=[books_job], sensors=[books_automation_sensor])

@@ -20,7 +20,14 @@ from resources.object_store import ObjectStore
 from resources.search_index import SearchIndex
 
 GROUP = "books"
-_BATCHED = dict(partitions_def=books, group_name=GROUP, backfill_policy=dg.BackfillPolicy.multi_run(PARTITIONS_PER_RUN))
+_BATCHED = dict(
+    partitions_def=books,
+    group_name=GROUP,
+    backfill_policy=dg.BackfillPolicy.multi_run(PARTITIONS_PER_RUN),
+    # a newly registered book (a new partition, missing) is materialized by the automation
+    # sensor, which emits a backfill: batched by the policy above, never a run per book
+    automation_condition=dg.AutomationCondition.eager(),
+)
 
 
 @dg.asset(

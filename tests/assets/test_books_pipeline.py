@@ -168,3 +168,19 @@ def test_bad_books_fail_alone_and_deleted_books_leave_the_index(home):
     remaining = register(instance, resources)
     assert len(remaining) == 28 and sample[10].book_id not in remaining
     assert resources["search_index"].titles([sample[10].book_id, sample[11].book_id]) == {}
+
+
+def test_new_books_are_requested_by_automation_as_one_backfill(home):
+    from assets.books import books_automation_sensor
+
+    write_books(home / "data", 150, words=60, seed=6)
+    resources = resources_for(home)
+    instance = dg.DagsterInstance.ephemeral()
+    defs = dg.Definitions.merge(books_assets.defs, dg.Definitions(resources=resources))
+    nothing = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert nothing.total_requested == 0
+    keys = register(instance, resources)
+    ticked = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=nothing.cursor)
+    assert ticked.total_requested == 4 * len(keys)  # every step of every new book
+    assert books_automation_sensor.emit_backfills  # one backfill, batched by BackfillPolicy.multi_run
+    assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=ticked.cursor).total_requested == 0
