@@ -65,3 +65,9 @@ def batch_metadata(measure: StepMeasure, outcomes: list[BookOutcome], **extra) -
             lines.append(f"- … and {len(failed) - _SHOWN} more (run log)")
         metadata["failures"] = dg.MetadataValue.md("\n".join(lines))
     return metadata
+
+
+def batch_result(what: str, measure: StepMeasure, outcomes: list[BookOutcome], max_failure_fraction: float, **extra):
+    """The step's MaterializeResult, after failing the batch if too many of its books failed."""
+    check_failures(outcomes, max_failure_fraction, what)
+    return dg.MaterializeResult(metadata=batch_metadata(measure, outcomes, **extra))

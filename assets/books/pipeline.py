@@ -9,7 +9,7 @@ whose inputs and models are unchanged, without a model call.
 
 import dagster as dg
 
-from assets.books.batch import batch_metadata, check_failures, collect
+from assets.books.batch import batch_result, collect
 from assets.books.settings import PARTITIONS_PER_RUN, BooksSettings
 from engine.books.stages import DONE, FAILED, BookOutcome, book_document, embed_books, examine_text, text_sizes
 from engine.books.workers import in_threads, summarize_in_workers
@@ -46,14 +46,13 @@ def book_text(context: dg.AssetExecutionContext, object_store: ObjectStore, book
     with StepMeasure() as measure:
         work = in_threads(lambda book: examine_text(object_store, layout, book), keys, settings.workers)
         outcomes = collect(context, "book_text", work, len(keys), settings.progress_interval_seconds)
-    check_failures(outcomes, settings.max_failure_fraction, "book_text")
-    return dg.MaterializeResult(
-        metadata=batch_metadata(
-            measure,
-            outcomes,
-            text_bytes=dg.MetadataValue.int(sum(o.bytes for o in outcomes)),
-            bytes_not_utf8=dg.MetadataValue.int(sum(o.bad_bytes for o in outcomes)),
-        )
+    return batch_result(
+        "book_text",
+        measure,
+        outcomes,
+        settings.max_failure_fraction,
+        text_bytes=dg.MetadataValue.int(sum(o.bytes for o in outcomes)),
+        bytes_not_utf8=dg.MetadataValue.int(sum(o.bad_bytes for o in outcomes)),
     )
 
 
@@ -76,15 +75,14 @@ def book_summary(
         text_bytes = sum(text_sizes(object_store, layout, keys)) if isinstance(summarizer, LocalSummarizer) else None
         work = summarize_in_workers(object_store, summarizer, layout, keys, settings.workers, text_bytes)
         outcomes = collect(context, "book_summary", work, len(keys), settings.progress_interval_seconds)
-    check_failures(outcomes, settings.max_failure_fraction, "book_summary")
-    return dg.MaterializeResult(
-        metadata=batch_metadata(
-            measure,
-            outcomes,
-            input_tokens=dg.MetadataValue.int(sum(o.input_tokens for o in outcomes)),
-            output_tokens=dg.MetadataValue.int(sum(o.output_tokens for o in outcomes)),
-            cost_usd=dg.MetadataValue.float(round(sum(o.cost_usd for o in outcomes), 6)),
-        )
+    return batch_result(
+        "book_summary",
+        measure,
+        outcomes,
+        settings.max_failure_fraction,
+        input_tokens=dg.MetadataValue.int(sum(o.input_tokens for o in outcomes)),
+        output_tokens=dg.MetadataValue.int(sum(o.output_tokens for o in outcomes)),
+        cost_usd=dg.MetadataValue.float(round(sum(o.cost_usd for o in outcomes), 6)),
     )
 
 
@@ -110,8 +108,9 @@ def book_embedding(
                 yield from embed_books(object_store, layout, model, keys[start : start + settings.embed_batch])
 
         outcomes = collect(context, "book_embedding", batches(), len(keys), settings.progress_interval_seconds)
-    check_failures(outcomes, settings.max_failure_fraction, "book_embedding")
-    return dg.MaterializeResult(metadata=batch_metadata(measure, outcomes, embedder=f"{model.name}@{model.version}"))
+    return batch_result(
+        "book_embedding", measure, outcomes, settings.max_failure_fraction, embedder=f"{model.name}@{model.version}"
+    )
 
 
 @dg.asset(
@@ -145,9 +144,11 @@ def book_search_index(
             for d in documents
         ]
         outcomes = collect(context, "book_search_index", outcomes, len(keys), settings.progress_interval_seconds)
-    check_failures(outcomes, settings.max_failure_fraction, "book_search_index")
-    return dg.MaterializeResult(
-        metadata=batch_metadata(
-            measure, outcomes, index=search_index.describe(), documents_written=dg.MetadataValue.int(written)
-        )
+    return batch_result(
+        "book_search_index",
+        measure,
+        outcomes,
+        settings.max_failure_fraction,
+        index=search_index.describe(),
+        documents_written=dg.MetadataValue.int(written),
     )
