@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export FLOODGATE_HOME ?= $(CURDIR)/.floodgate
+# Dagster hands asset events to the event log in batches (orchestration/event_log.py)
+export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
 # The BigQuery emulator (local-bigquery) needs Python 3.13: it gets a virtual environment
 # of its own, used only by the tests that start it (local_services/bigquery_emulator.py).

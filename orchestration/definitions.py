@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets import books, search_terms
 from engine.memory import return_freed_memory
+from orchestration.event_log import enable_event_batches
 from orchestration.deployment import resources
 from orchestration.schedules import search_terms_weekly_schedule
 from orchestration.books_sensor import books_partitions_sensor
@@ -12,6 +13,8 @@ from orchestration.sensors import search_terms_report_sensor
 # Every process that loads the code location (runs, steps) streams batches: keep its
 # resident memory near its working set.
 return_freed_memory()
+# Runs of this code location hand their asset events to the event log in batches.
+enable_event_batches()
 
 defs = dg.Definitions.merge(
     search_terms.defs,
