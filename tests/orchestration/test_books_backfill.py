@@ -1,11 +1,11 @@
 """A backfill of the books through Dagster's own backfill machinery: the daemon's backfill
 iteration, run in this process over the code location as it is served
-(orchestration.definitions), on a SQLite instance with a synchronous run launcher.
+(orchestration.definitions), on a SQLite instance with the local event log
+(orchestration/event_log.py) and a synchronous run launcher.
 
 It shows BackfillPolicy.multi_run at work: N books become ceil(N / BOOKS_PARTITIONS_PER_RUN)
 runs, and a second backfill of the same books calls no model. BOOKS_BACKFILL_TEST_BOOKS
-sets N (default 300; 10,000 takes about a quarter of an hour here, most of it Dagster's
-SQLite event log)."""
+sets N (default 300)."""
 
 import importlib
 import logging
@@ -89,9 +89,19 @@ def model_calls(instance, runs, asset: str) -> int:
     return total
 
 
-def test_a_backfill_runs_in_batches_and_a_second_one_calls_no_model(code_location):
+def test_a_backfill_runs_in_batches_and_a_second_one_calls_no_model(code_location, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
     keys = sorted(book.book_id for book in write_books(code_location / "data", BOOKS, words=60, seed=4))
-    with instance_for_test(synchronous_run_coordinator=True, synchronous_run_launcher=True) as instance:
+    # the local instance's event log (dagster.yaml), as `make dev` runs backfills
+    event_log = {
+        "module": "orchestration.event_log",
+        "class": "BatchingSqliteEventLogStorage",
+        "config": {"base_dir": str(code_location.parent / "dagster")},
+    }
+    with instance_for_test(
+        overrides={"event_log_storage": event_log}, synchronous_run_coordinator=True, synchronous_run_launcher=True
+    ) as instance:
+        assert type(instance.event_log_storage).__name__ == "BatchingSqliteEventLogStorage"
         origin = InProcessCodeLocationOrigin(
             LoadableTargetOrigin(module_name="orchestration.definitions", attribute="defs", working_directory=os.getcwd())
         )
