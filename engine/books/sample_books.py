@@ -40,7 +40,9 @@ class SampleBook:
 
 
 def _word(rng: random.Random) -> str:
-    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3)))
+    # up to four syllables: 23^4 words, room for the 6 distinct topic words of 10,000+ books
+    # (two or three syllables give 12,696, which ran out past about 2,000 books)
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
 
 
 def _sentence(rng: random.Random, topic: tuple[str, ...], author: str) -> str:
