@@ -142,18 +142,6 @@ class DuckDBBookIndex:
             rows = con.execute("SELECT book_id, title FROM books WHERE book_id IN (SELECT unnest(?))", [book_ids]).fetchall()
         return dict(rows)
 
-    def indexed_versions(self, book_ids: list[str]) -> dict[str, tuple[str, str, str]]:
-        """{book: (content hash, summarizer, embedder)} of the books already in the index."""
-        if not book_ids or not Path(self.path).exists():
-            return {}
-        self.ensure()
-        with self.connect(read_only=True) as con:
-            rows = con.execute(
-                "SELECT book_id, content_hash, summarizer, embedder FROM books WHERE book_id IN (SELECT unnest(?))",
-                [book_ids],
-            ).fetchall()
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
     def search_vector(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         with self.connect(read_only=True) as con:
             return con.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,8 +100,6 @@ def read_sidecar(store: ObjectStore, layout: BooksLayout, book: str) -> tuple[di
             raw = f.read(1 << 20)
     except FileNotFoundError:
         return {}, []
-    import json
-
     try:
         data = json.loads(raw)
     except ValueError as exc:
