@@ -8,6 +8,7 @@ old object or the whole new one, and a write that raises leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from abc import abstractmethod
@@ -63,17 +64,24 @@ class ObjectStore(dg.ConfigurableResource):
         return self.stat(key) is not None
 
 
+@functools.lru_cache(maxsize=64)
+def _resolved_root(root: str) -> str:
+    return str(Path(root).resolve())
+
+
 class LocalDirectoryObjectStore(ObjectStore):
     """Objects as files under a directory; needs nothing started."""
 
     root: str
 
     def _path(self, key: str) -> Path:
-        root = Path(self.root).resolve()
-        path = (root / key).resolve()
-        if root != path and root not in path.parents:
+        # lexical, not Path.resolve(): resolving stats every component of every key, which
+        # cost the books pipeline's many small reads more than reading them did
+        root = _resolved_root(self.root)
+        path = os.path.normpath(os.path.join(root, key))
+        if path != root and not path.startswith(root + os.sep):
             raise ValueError(f"object key {key!r} escapes the store root {root}")
-        return path
+        return Path(path)
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:

@@ -101,7 +101,7 @@ def book_embedding(
     settings, keys = books_settings, context.partition_keys
     layout = settings.layout()
     with StepMeasure() as measure:
-        model = embedder.build(threads=settings.workers)  # loaded once per process, kept
+        model = embedder.build(threads=settings.workers)  # loaded once per process and kept; a copy per thread
 
         def batches():
             for start in range(0, len(keys), settings.embed_batch):

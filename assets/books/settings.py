@@ -16,7 +16,12 @@ class BooksSettings(dg.ConfigurableResource):
 
     texts_prefix: str = "books/texts"  # <prefix>/<path>.txt[.gz] and <prefix>/<path>.json
     results_prefix: str = "books/results"  # <prefix>/<book id>/{book,summary,embedding}.json
-    workers: int = 2  # processes summarizing at once, and torch threads embedding
+    # Each run's pool: processes summarizing at once (for a batch whose text pays for
+    # starting them, or a remote model) and model copies embedding in threads. 1 locally:
+    # there, the parallel work is runs at once (dagster.yaml runs two, one per core), which
+    # scaled better than a pool inside one run (docs/PERFORMANCE.md). With Bedrock, raise
+    # it (BOOKS_WORKERS) to the number of model calls a run may have in flight.
+    workers: int = 1
     embed_batch: int = 256  # books per embedder call
     max_failure_fraction: float = 0.05  # a batch with more failed books than this fails its run
     max_book_mb: float = 1024.0

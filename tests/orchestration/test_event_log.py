@@ -43,12 +43,19 @@ def run_range(instance: dg.DagsterInstance) -> None:
 def stored(instance: dg.DagsterInstance) -> dict:
     """What the UI and the backfill daemon read back: partitions, counts, latest events."""
     out = {}
+    (run,) = instance.get_runs()
     for key in (dg.AssetKey("first"), dg.AssetKey("second")):
         records = instance.fetch_materializations(key, limit=1000).records
+        (entry,) = [r.asset_entry for r in instance.get_asset_records([key])]  # the asset_keys row
         out[key] = {
             "materialized": instance.get_materialized_partitions(key),
             "events": sorted(r.partition_key for r in records),
             "latest": instance.get_latest_materialization_event(key).asset_materialization.metadata["keys"].value,
+            "row's last materialization": entry.last_materialization_record.partition_key,
+            "row's last materialization is the latest": entry.last_materialization_record.storage_id
+            == max(r.storage_id for r in records),
+            "row's last run is the run": entry.last_run_id == run.run_id,
+            "planned in the run": instance.get_latest_planned_materialization_info(key, KEYS[7]).run_id == run.run_id,
         }
     return out
 
@@ -79,6 +86,9 @@ def test_batched_writes_store_what_single_writes_store(tmp_path, monkeypatch):
     assert batched_asset_writes == 0  # all of them went through store_event_batch
     assert stored(batched) == stored(plain)
     assert stored(batched)[dg.AssetKey("second")]["materialized"] == set(KEYS)
+    for figures in stored(batched).values():
+        assert figures["row's last materialization is the latest"] and figures["row's last run is the run"]
+        assert figures["planned in the run"]
 
 
 def test_other_events_still_go_one_by_one(tmp_path, monkeypatch):
