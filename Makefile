@@ -55,6 +55,7 @@ bench: install
 	$(PY) -m bench.search_terms
 	$(PY) -m bench.s3_read
 	$(PY) -m bench.books
+	$(PY) -m bench.catalog
 
 clean:
 	rm -rf $(VENV) $(EMULATOR_VENV) .dagster_home .floodgate .bench .pytest_cache .hypothesis

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import books, search_terms
+from assets import books, catalog, search_terms
 from engine.memory import return_freed_memory
 from orchestration.event_log import enable_event_batches
 from orchestration.deployment import resources
@@ -19,6 +19,7 @@ enable_event_batches()
 defs = dg.Definitions.merge(
     search_terms.defs,
     books.defs,
+    catalog.defs,
     dg.Definitions(
         resources=resources(),
         schedules=[search_terms_weekly_schedule],

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.books.settings import BooksSettings
+from assets.catalog.resources import catalog_local_resources, catalog_prod_resources
 from assets.search_terms.settings import SearchTermsSettings
 from resources.bigquery_warehouse import BigQueryClientResource, BigQueryWarehouse
 from resources.object_store import LocalDirectoryObjectStore
@@ -145,6 +146,7 @@ def local_resources(home: Path | None = None) -> dict:
         "warehouse": DuckDBWarehouse(path=str(home / "warehouse.duckdb")),
         "search_terms_settings": search_terms_settings(),
         **books_resources(home),
+        **catalog_local_resources(home),
     }
 
 
@@ -198,6 +200,7 @@ def prod_resources() -> dict:
         "warehouse": warehouse,
         "search_terms_settings": search_terms_settings(),
         **books_prod_resources(floodgate_home()),
+        **catalog_prod_resources(floodgate_home()),
     }
 
 

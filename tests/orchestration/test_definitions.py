@@ -155,7 +155,10 @@ def test_prod_loads_s3_and_bigquery_from_the_environment_and_every_job_resolves(
     defs = load_definitions()
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_job_def("search_terms_weekly").partitions_def is not None
-    assert sorted(s.name for s in defs.sensors) == ["books_automation", "books_partitions_sensor", "search_terms_report_sensor"]
+    assert sorted(s.name for s in defs.sensors) == [
+        "books_automation", "books_partitions_sensor", "catalog_upload_failed_sensor", "catalog_uploads_sensor",
+        "search_terms_report_sensor",
+    ]
 
     resources = deployment.resources()
     store, warehouse = resources["object_store"], resources["warehouse"]

@@ -1,0 +1,41 @@
+"""Settings of the product catalog pipeline and the object keys it reads and writes."""
+
+from typing import Literal
+
+import dagster as dg
+
+from engine.catalog.uploads import parse_upload_partition_key
+from engine.catalog.validated_file import ReadOptions
+
+
+class CatalogSettings(dg.ConfigurableResource):
+    """Every setting has a default; orchestration/deployment.py reads overrides from the environment."""
+
+    uploads_prefix: str = "catalog/uploads"  # merchants' files: <prefix>/<path>.csv[.gz] | .tsv | .txt | .xlsx
+    results_prefix: str = "catalog/results"  # <prefix>/<partition key>/{validated.parquet,rejects.csv,summary.json,applied.json}
+    max_reject_fraction: float = 0.01  # more rejected rows than this: the upload fails, nothing applied
+    encoding: str | None = None  # None: detected (UTF-8 with or without BOM, Windows-1252/Latin-1)
+    delimiter: str | None = None  # None: sniffed among comma, semicolon, tab
+    sheet: str | None = None  # .xlsx: None reads the first sheet
+    block_mb: float = 2.0  # CSV bytes per batch
+    parquet_compression: Literal["none", "snappy", "lz4", "zstd"] = "none"
+    progress_interval_seconds: float = 0.0  # 0: a line per batch
+    settle_seconds: float = 5.0  # the sensor leaves an object younger than this for the next tick
+    # where an external page polls progress (engine/catalog/progress.py); a URL may hold a
+    # password, so production sets it from dg.EnvVar("REDIS_URL")
+    redis_url: str | None = None
+    progress_key_prefix: str = "floodgate:catalog:upload:"
+    progress_ttl_seconds: int = 7 * 24 * 3600
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(
+            encoding=self.encoding, delimiter=self.delimiter, sheet=self.sheet, block_mb=self.block_mb,
+            parquet_compression=self.parquet_compression,
+        )
+
+    def upload_object(self, partition_key: str) -> tuple[str, str]:
+        """(object key, ETag) the partition was made for."""
+        return parse_upload_partition_key(partition_key, self.uploads_prefix)
+
+    def result_key(self, partition_key: str, name: str) -> str:
+        return f"{self.results_prefix.rstrip('/')}/{partition_key}/{name}"

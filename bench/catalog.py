@@ -1,0 +1,286 @@
+"""`make bench`, product catalog: a generated 500k-row catalog into the same PostgreSQL, three ways.
+
+In one run, each into an empty table of its own (a fresh schema), against the PostgreSQL
+of FLOODGATE_BENCH_POSTGRES_URL (default: 127.0.0.1:5432, database test):
+
+- (a) executemany: psycopg's `executemany` of the one-row form of the same upsert
+  (INSERT … ON CONFLICT (sku) DO UPDATE … WHERE the row differs), rows already in memory;
+- (b) bare COPY + upsert: COPY of the in-memory rows into the staging table (`write_row`),
+  then the pipeline's own upsert statement, in one transaction;
+- (c) the pipeline: the `product_catalog` job run in a fresh process (`execute_in_process`,
+  the four assets, Dagster's event log) from the CSV in a local object store to
+  PostgreSQL: the first import, then a re-import of the unchanged file (a new upload of
+  the same bytes), and the first import of the same rows as an .xlsx. Peak RSS is the run
+  process's own, imports included, sampled every 5 ms; times leave out the interpreter's
+  start and imports.
+
+    python -m bench.catalog [--rows 500000] [--no-write]
+"""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from bench.doc import write_between_markers
+
+BEGIN, END = "<!-- bench:catalog:begin -->", "<!-- bench:catalog:end -->"
+SECTION = f"""
+## Product catalog: uploads upserted into PostgreSQL
+
+Command: `.venv/bin/python -m bench.catalog` (`bench/catalog.py`, part of `make bench`). The
+bar (issue «Product catalog…»): the pipeline's first import ≥ 0.8× of (b) the bare COPY +
+upsert and ≥ 2× of (a) `executemany`; the unchanged re-import ≥ 3× faster than the first
+import; peak RSS ≤ 250 MB, also for the .xlsx.
+
+{BEGIN}
+{END}
+"""
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / ".bench"
+POSTGRES_URL = os.environ.get("FLOODGATE_BENCH_POSTGRES_URL", "host=127.0.0.1 port=5432 dbname=test")
+FIELDS = ["sku", "name", "description", "price", "stock", "active"]
+
+
+def catalog_files(rows: int) -> tuple[Path, Path]:
+    from engine.catalog.sample_catalog import sample_rows, write_csv, write_xlsx
+
+    folder = BENCH_DIR / "catalog"
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, xlsx_path = folder / f"catalog_{rows}.csv", folder / f"catalog_{rows}.xlsx"
+    if not csv_path.exists():
+        print(f"generating {rows:,} rows at {csv_path} (once)", flush=True)
+        write_csv(csv_path.with_suffix(".partial"), sample_rows(rows, seed=5)).rename(csv_path)
+    if not xlsx_path.exists():
+        print(f"generating {rows:,} rows at {xlsx_path} (once)", flush=True)
+        write_xlsx(xlsx_path.with_suffix(".partial"), sample_rows(rows, seed=5)).rename(xlsx_path)
+    return csv_path, xlsx_path
+
+
+def rows_in_memory(path: Path) -> list[tuple]:
+    """The CSV's rows as typed tuples (sku, name, description, price, stock, active, colour)."""
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for sku, name, description, price, stock, active, colour in reader:
+            out.append((sku, name, description, Decimal(price.replace(",", "")), int(stock), active == "true", colour))
+    return out
+
+
+def connect():
+    import psycopg
+
+    return psycopg.connect(POSTGRES_URL, autocommit=True)
+
+
+def fresh_schema(tag: str) -> str:
+    from engine.catalog.migrations import migrate_postgres
+
+    schema = f"bench_catalog_{tag}_{uuid.uuid4().hex[:8]}"
+    with connect() as conn:
+        migrate_postgres(conn, schema, "products")
+    return schema
+
+
+def drop_schema(schema: str) -> None:
+    with connect() as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def executemany(rows: list[tuple], schema: str) -> float:
+    """(a): the same upsert, one row at a time (psycopg pipelines executemany's statements)."""
+    sql = (
+        f"INSERT INTO {schema}.products AS p (sku, name, description, price, stock, active, attributes) "
+        "VALUES (%s, %s, %s, %s, %s, %s, jsonb_build_object('Color', %s::text)) "
+        "ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, "
+        "price = EXCLUDED.price, stock = EXCLUDED.stock, active = EXCLUDED.active, "
+        "attributes = jsonb_strip_nulls(p.attributes || EXCLUDED.attributes) "
+        "WHERE (p.name, p.description, p.price, p.stock, p.active, p.attributes) IS DISTINCT FROM "
+        "(EXCLUDED.name, EXCLUDED.description, EXCLUDED.price, EXCLUDED.stock, EXCLUDED.active, "
+        "jsonb_strip_nulls(p.attributes || EXCLUDED.attributes))"
+    )
+    with connect() as conn:
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(sql, rows)
+        return time.perf_counter() - started
+
+
+def bare_copy_upsert(rows: list[tuple], schema: str) -> float:
+    """(b): COPY of in-memory rows into the staging table, then the pipeline's upsert statement."""
+    from engine.catalog.postgres_store import staging_sql, upsert_sql
+    from engine.catalog.upsert import UpsertPlan
+
+    plan = UpsertPlan(fields=FIELDS, attributes=["Color"])
+    columns = ", ".join(["row_no", *plan.staging_columns])
+    with connect() as conn:
+        conn.execute("SET temp_buffers = '256MB'")
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+            cursor.execute(staging_sql(plan))
+            with cursor.copy(f"COPY staging ({columns}) FROM STDIN") as copy:
+                for number, row in enumerate(rows, 2):
+                    copy.write_row((number, *row))
+            cursor.execute(upsert_sql(schema, "products", plan))
+            inserted, updated = cursor.fetchone()
+        seconds = time.perf_counter() - started
+    assert inserted == len(rows), (inserted, updated)
+    return seconds
+
+
+def pipeline(path: Path, schema: str, home: Path, name: str) -> dict:
+    """(c): one Dagster run of the catalog job, in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.catalog", "run", str(path), schema, str(home), name],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the pipeline run failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_pipeline(path: str, schema: str, home: str, name: str) -> None:
+    """In the child process: upload `path` as `name` into HOME's object store, run the job."""
+    import dagster as dg
+
+    from assets.catalog import defs as catalog_defs
+    from assets.catalog.settings import CatalogSettings
+    from bench.pipeline_run import RssSampler
+    from engine.catalog.uploads import upload_partition_key
+    from engine.measure import peak_rss_bytes
+    from engine.memory import return_freed_memory
+    from partitions.catalog import catalog_uploads
+    from resources.catalog_db import PostgresCatalogDatabase
+    from resources.object_store import LocalDirectoryObjectStore
+    from resources.webhook import WebhookSender
+
+    return_freed_memory()  # as orchestration/definitions.py does for every run process
+    # Imports are not timed (as in bench/pipeline_run.py): psycopg is imported on the first
+    # connection, and pyarrow imports pandas (when installed) on its first conversion of
+    # Python values: half a second that every run process pays once, before its first row.
+    import psycopg  # noqa: F401
+    import pyarrow as pa
+
+    pa.array([0])
+    store = LocalDirectoryObjectStore(root=str(Path(home) / "data"))
+    settings = CatalogSettings(progress_interval_seconds=1.0)
+    key = f"{settings.uploads_prefix}/{name}"
+    target = Path(store.uri(key))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.unlink()
+    os.link(path, target)
+    partition = upload_partition_key(key, store.stat(key).etag, settings.uploads_prefix)
+    resources = {
+        "object_store": store, "catalog_settings": settings, "catalog_webhook": WebhookSender(),
+        "catalog_database": PostgresCatalogDatabase(url=POSTGRES_URL, db_schema=schema),
+    }
+    job = dg.Definitions.merge(catalog_defs, dg.Definitions(resources=resources)).resolve_job_def("product_catalog")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(catalog_uploads.name, [partition])
+    rss_before = peak_rss_bytes()
+    sampler = RssSampler()
+    sampler.start()
+    started = time.perf_counter()
+    result = job.execute_in_process(partition_key=partition, instance=instance)
+    seconds = time.perf_counter() - started
+    sampler.done.set()
+    sampler.join()
+    assert result.success
+    (products,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "catalog_products"]
+    meta = {k: v.value for k, v in products.materialization.metadata.items()}
+    print(json.dumps({
+        "seconds": seconds, "step_seconds": meta["seconds"], "rows": meta["rows_in"], "inserted": meta["inserted"],
+        "updated": meta["updated"], "unchanged": meta["unchanged"], "rejected": meta["rejected"],
+        "peak_rss": max(sampler.peak, rss_before), "rss_before_run": rss_before,
+    }))
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "run":
+        run_pipeline(*sys.argv[2:6])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--skip-executemany", action="store_true", help="leave (a) out (it takes the longest)")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/PERFORMANCE.md")
+    args = parser.parse_args()
+
+    csv_path, xlsx_path = catalog_files(args.rows)
+    rows = rows_in_memory(csv_path)
+    schemas: list[str] = []
+    home = BENCH_DIR / "catalog" / "home"
+    shutil.rmtree(home, ignore_errors=True)  # results of an earlier run, of another size
+    try:
+        a = None
+        if not args.skip_executemany:
+            schemas.append(fresh_schema("a"))
+            a = executemany(rows, schemas[-1])
+            print(f"(a) executemany: {a:.1f} s, {len(rows) / a:,.0f} rows/s", flush=True)
+        schemas.append(fresh_schema("b"))
+        b = bare_copy_upsert(rows, schemas[-1])
+        print(f"(b) bare COPY + upsert: {b:.1f} s, {len(rows) / b:,.0f} rows/s", flush=True)
+        del rows
+        schemas.append(fresh_schema("c"))
+        first = pipeline(csv_path, schemas[-1], home, "bench/catalog.csv")
+        print(f"(c) pipeline, first import: {first['seconds']:.1f} s, peak RSS {mib(first['peak_rss'])}", flush=True)
+        again = pipeline(csv_path, schemas[-1], home, "bench/catalog-again.csv")
+        print(f"(c) pipeline, unchanged re-import: {again['seconds']:.1f} s, peak RSS {mib(again['peak_rss'])}", flush=True)
+        schemas.append(fresh_schema("x"))
+        xlsx = pipeline(xlsx_path, schemas[-1], home, "bench/catalog.xlsx")
+        print(f"(c) pipeline, .xlsx first import: {xlsx['seconds']:.1f} s, peak RSS {mib(xlsx['peak_rss'])}", flush=True)
+    finally:
+        for schema in schemas:
+            drop_schema(schema)
+    assert first["inserted"] == args.rows and again["unchanged"] == args.rows and xlsx["inserted"] == args.rows
+
+    from bench.search_terms import machine  # not at the top: the run processes need none of it
+
+    n = args.rows
+    lines = [
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}, PostgreSQL on the same machine.",
+        f"Command: `python -m bench.catalog --rows {n}`; one try each, each into an empty table "
+        f"({csv_path.stat().st_size / 1e6:.0f} MB CSV, {xlsx_path.stat().st_size / 1e6:.0f} MB .xlsx).",
+        "",
+        "| scenario | seconds | rows/s | peak RSS of the run's process |",
+        "|---|---|---|---|",
+    ]
+    if a is not None:
+        lines.append(f"| (a) psycopg executemany of the upsert, rows in memory | {a:.1f} | {n / a:,.0f} | – |")
+    lines += [
+        f"| (b) COPY into staging + the upsert, rows in memory | {b:.1f} | {n / b:,.0f} | – |",
+        f"| (c) pipeline from the CSV, first import | {first['seconds']:.1f} | {n / first['seconds']:,.0f} | {mib(first['peak_rss'])} |",
+        f"| (c) pipeline, unchanged re-import | {again['seconds']:.1f} | {n / again['seconds']:,.0f} | {mib(again['peak_rss'])} |",
+        f"| (c) pipeline from the .xlsx, first import | {xlsx['seconds']:.1f} | {n / xlsx['seconds']:,.0f} | {mib(xlsx['peak_rss'])} |",
+        "",
+        f"- first import against (b): **{b / first['seconds']:.2f}×** (bar ≥ 0.8×)",
+    ]
+    if a is not None:
+        lines.append(f"- first import against (a): **{a / first['seconds']:.2f}×** (bar ≥ 2×)")
+    lines += [
+        f"- unchanged re-import against the first import: **{first['seconds'] / again['seconds']:.2f}×** faster (bar ≥ 3×)",
+        f"- peak RSS: CSV **{first['peak_rss'] / 1e6:.0f} MB**, .xlsx **{xlsx['peak_rss'] / 1e6:.0f} MB** (bar ≤ 250 MB); "
+        f"{mib(first['rss_before_run'])} before the run (imports)",
+    ]
+    table = "\n".join(lines)
+    print("\n" + table)
+    if not args.no_write:
+        write_between_markers(BEGIN, END, table, SECTION)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The product catalog's sensors.
+
+catalog_uploads_sensor: each tick lists <uploads_prefix>/ once; an upload whose key or
+ETag the cursor has not seen gets a dynamic partition (`<path>@<etag>`) and one run. The
+cursor is the key → ETag of every object looked at (as the search-terms sensor keeps it),
+so a replaced file (a new ETag) is a new upload and an unchanged one is never requested
+twice; keys that disappear from the listing leave it. An object younger than
+settle_seconds waits for the next tick (a local copy may still be being written), and at
+most MAX_RUNS_PER_TICK uploads are requested per tick, the rest on the next ones.
+
+catalog_upload_failed_sensor: when a run of the catalog job fails, sends one
+upload.failed webhook with the reason (the failed step's message). A failure of the
+webhook step itself sends nothing: the upload was applied, and only its notification
+failed (re-running that step sends upload.completed again, under the same idempotency key).
+"""
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from assets.catalog.jobs import catalog_job
+from assets.catalog.pipeline import REJECTS_FILE, WEBHOOK_STEP
+from assets.catalog.settings import CatalogSettings
+from engine.catalog.uploads import is_upload_name, parse_upload_partition_key, upload_id, upload_partition_key
+from engine.catalog.webhook import FAILED
+from partitions.catalog import catalog_uploads
+from resources.object_store import ObjectStore
+from resources.webhook import WebhookSender
+
+MAX_RUNS_PER_TICK = 100
+UPLOAD_KEY_TAG = "floodgate/catalog_upload"
+
+
+@dg.sensor(
+    job=catalog_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches <uploads_prefix>/ in the object store. A new or replaced catalog file (.csv, .tsv, .txt, "
+        "each optionally .gz, or .xlsx) gets its own partition (path@etag) and one run."
+    ),
+)
+def catalog_uploads_sensor(
+    context: dg.SensorEvaluationContext, object_store: ObjectStore, catalog_settings: CatalogSettings
+) -> dg.SensorResult:
+    settings = catalog_settings
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    listed: dict[str, str] = {}
+    prefix = settings.uploads_prefix.rstrip("/") + "/"
+    now = datetime.now(timezone.utc)
+    known = set(context.instance.get_dynamic_partitions(catalog_uploads.name))
+    new_partitions: list[str] = []
+    requests: list[dg.RunRequest] = []
+    waiting = young = 0
+    for info in object_store.list(prefix):
+        if seen.get(info.key) == info.etag:
+            listed[info.key] = info.etag
+            continue
+        if not is_upload_name(info.key):
+            if info.key not in seen:
+                context.log.warning(f"{object_store.uri(info.key)} is not a catalog file (.csv, .tsv, .txt, .gz, .xlsx); ignored")
+            listed[info.key] = info.etag
+            continue
+        if (now - info.last_modified).total_seconds() < settings.settle_seconds:
+            young += 1  # may still be being written: the next tick looks again
+            continue
+        if len(requests) == MAX_RUNS_PER_TICK:
+            waiting += 1
+            continue
+        partition = upload_partition_key(info.key, info.etag, prefix)
+        listed[info.key] = info.etag
+        if partition not in known:
+            new_partitions.append(partition)
+        requests.append(dg.RunRequest(run_key=partition, partition_key=partition, tags={UPLOAD_KEY_TAG: info.key}))
+    if waiting or young:
+        context.log.info(f"{waiting + young} uploads under {prefix} wait for the next tick ({young} still settling)")
+    cursor = json.dumps(listed, sort_keys=True, separators=(",", ":"))
+    if not requests:
+        return dg.SensorResult(cursor=cursor, skip_reason=dg.SkipReason(f"no new upload under {object_store.uri(prefix)}"))
+    context.log.info(f"{len(requests)} new uploads under {object_store.uri(prefix)}")
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=cursor,
+        dynamic_partitions_requests=[catalog_uploads.build_add_request(new_partitions)] if new_partitions else [],
+    )
+
+
+def failure_reason(context: dg.RunFailureSensorContext) -> tuple[str, list[str]]:
+    """(why the run failed, the steps that failed)."""
+    steps, messages = [], []
+    for event in context.get_step_failure_events():
+        steps.append(event.step_key)
+        error = event.event_specific_data.error if event.event_specific_data else None
+        messages.append(error.message.strip() if error is not None else event.message or "")
+    if not messages:
+        messages.append(context.failure_event.message or "the run failed")
+    return "; ".join(m for m in messages if m), steps
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[catalog_job],
+    name="catalog_upload_failed_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends one upload.failed webhook, with the reason, for each failed run of the catalog job.",
+)
+def catalog_upload_failed_sensor(
+    context: dg.RunFailureSensorContext,
+    object_store: ObjectStore,
+    catalog_settings: CatalogSettings,
+    catalog_webhook: WebhookSender,
+) -> None:
+    run = context.dagster_run
+    partition = run.tags.get("dagster/partition")
+    if not partition:
+        context.log.warning(f"run {run.run_id} of the catalog job has no upload partition; no webhook")
+        return
+    reason, steps = failure_reason(context)
+    if steps and all(step == WEBHOOK_STEP for step in steps):
+        context.log.info(f"{partition}: only the completion webhook failed; the upload is applied, no upload.failed")
+        return
+    try:
+        key, etag = parse_upload_partition_key(partition, catalog_settings.uploads_prefix)
+    except ValueError:
+        key, etag = None, None
+    rejects_key = catalog_settings.result_key(partition, REJECTS_FILE)
+    upload = {"id": upload_id(partition), "partition": partition, "object_key": key, "etag": etag,
+              "uri": object_store.uri(key) if key else None}
+    data = {"reason": reason, "failed_steps": steps, "run_id": run.run_id}
+    if object_store.exists(rejects_key):
+        data["rejects_uri"] = object_store.uri(rejects_key)
+    delivery = catalog_webhook.send(FAILED, upload_id(partition), upload, data, log=context.log.warning)
+    if delivery is None:
+        context.log.info(f"{partition} failed ({reason[:200]}); no webhook URL configured")
+    elif not delivery.delivered:
+        raise Exception(  # the sensor's tick fails, visibly, and the failure is not lost from its history
+            f"upload.failed for {partition} not delivered after {delivery.attempts} attempts ({delivery.error})"
+        )
+    else:
+        context.log.info(f"upload.failed for {partition} delivered (attempt {delivery.attempts})")

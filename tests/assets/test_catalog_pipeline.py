@@ -1,0 +1,277 @@
+"""The product catalog pipeline as Dagster runs it (issue 5): upload → validated rows (+ rejects)
+→ products → webhook, on the local defaults (a directory, SQLite) and on PostgreSQL, with a
+real webhook receiver that checks signatures and the real Redis for progress.
+
+Covered: a run's metadata and outcome; exactly one accepted upload.completed even when the
+receiver answered 500 twice; the rejects file; a re-import of the same rows changes
+nothing; too many rejects fails the run with the table exactly as before, and the failure
+sensor sends upload.failed; a failed webhook step does not re-apply or report a failure;
+.xlsx uploads; catalog_products alone from the validated file; a replaced upload.
+"""
+
+import csv
+import json
+import os
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+
+from assets.catalog import ASSETS
+from assets.catalog.pipeline import APPLIED_FILE, PRODUCTS, REJECTS_FILE, VALIDATED, WEBHOOK
+from assets.catalog.settings import CatalogSettings
+from engine.catalog.sample_catalog import csv_bytes, sample_rows, write_xlsx
+from engine.catalog.uploads import upload_id, upload_partition_key
+from engine.catalog.webhook import COMPLETED, FAILED
+from local_services.webhook_receiver import webhook_receiver
+from orchestration.catalog_sensor import catalog_upload_failed_sensor
+from partitions.catalog import catalog_uploads
+from resources.catalog_db import PostgresCatalogDatabase, SqliteCatalogDatabase
+from resources.object_store import LocalDirectoryObjectStore
+from resources.webhook import WebhookSender
+
+SECRET = "pipeline-test-secret"
+PREFIX = CatalogSettings().uploads_prefix
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class Catalog:
+    """A local deployment of the pipeline in a temporary directory."""
+
+    def __init__(self, root: Path, database=None, webhook_url: str | None = None, redis_url: str | None = None,
+                 **settings):
+        self.store = LocalDirectoryObjectStore(root=str(root / "data"))
+        self.settings = CatalogSettings(redis_url=redis_url, **settings)
+        self.database = database or SqliteCatalogDatabase(path=str(root / "catalog.sqlite"))
+        self.webhook = WebhookSender(url=webhook_url, secret=SECRET if webhook_url else None, backoff_seconds=0.01,
+                                     timeout_seconds=5)
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def resources(self) -> dict:
+        return {"object_store": self.store, "catalog_settings": self.settings, "catalog_database": self.database,
+                "catalog_webhook": self.webhook}
+
+    def upload(self, name: str, data: bytes) -> str:
+        key = f"{PREFIX}/{name}"
+        with self.store.open_write(key) as out:
+            out.write(data)
+        partition = upload_partition_key(key, self.store.stat(key).etag, PREFIX)
+        self.instance.add_dynamic_partitions(catalog_uploads.name, [partition])
+        return partition
+
+    def run(self, partition: str, selection=None) -> dg.ExecuteInProcessResult:
+        return dg.materialize(ASSETS, resources=self.resources(), partition_key=partition, instance=self.instance,
+                              selection=selection, raise_on_error=False)
+
+    def result(self, partition: str, name: str) -> bytes:
+        with self.store.open_read(self.settings.result_key(partition, name)) as f:
+            return f.read()
+
+    def notify_failure(self, result: dg.ExecuteInProcessResult) -> None:
+        """What the run-failure sensor does for this failed run."""
+        context = dg.build_run_status_sensor_context(
+            sensor_name="catalog_upload_failed_sensor",
+            dagster_instance=self.instance,
+            dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(),
+            resources=self.resources(),
+        ).for_run_failure()
+        catalog_upload_failed_sensor(context)
+
+
+def metadata(result, key: dg.AssetKey) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def rows_text(rows: list[list]) -> bytes:
+    return csv_bytes(rows)
+
+
+def postgres_or_skip() -> str:
+    import psycopg
+
+    from conftest import require_service
+
+    url = os.environ.get("FLOODGATE_TEST_POSTGRES_URL", "host=127.0.0.1 port=5432 dbname=test")
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        require_service(f"PostgreSQL is not reachable ({type(exc).__name__}): start it or set FLOODGATE_TEST_POSTGRES_URL")
+    return url
+
+
+def redis_or_none():
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        return REDIS_URL
+    except redis.RedisError:
+        from conftest import require_service
+
+        require_service("Redis is not reachable: start redis-server or set REDIS_URL")
+
+
+@pytest.fixture
+def board():
+    """The real Redis; the keys a test's uploads write are removed afterwards."""
+    import redis
+
+    url = redis_or_none()
+    client = redis.Redis.from_url(url)
+    prefix = f"test:{uuid.uuid4().hex}:"
+    yield SimpleNamespace(client=client, url=url, prefix=prefix)
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()
+
+
+def test_a_run_applies_the_upload_reports_it_and_sends_one_signed_webhook(tmp_path, board):
+    rows = list(sample_rows(300))
+    bad = ["BAD-1", "Broken", "", "12,50", "3", "true", "red"]  # a decimal comma: refused
+    repeated = list(rows[10])
+    repeated[1] = "Renamed at the end"
+    data = rows_text(rows[:150] + [bad] + rows[150:] + [repeated])
+    with webhook_receiver(SECRET, script=[500, 500]) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url, redis_url=board.url, progress_key_prefix=board.prefix)
+        partition = catalog.upload("m1/spring catalog.csv", data)
+        progress_key = board.prefix + upload_id(partition)
+        result = catalog.run(partition)
+        assert result.success
+        assert receiver.wait_for(1)
+    assert [a.status for a in receiver.attempts] == [500, 500, 200]
+    (delivery,) = receiver.accepted
+    assert delivery.event == COMPLETED and delivery.signature_valid
+    assert delivery.idempotency_key == f"{COMPLETED}:{upload_id(partition)}"
+    assert delivery.body["upload"]["partition"] == partition
+    assert {k: delivery.body["data"][k] for k in ("rows", "inserted", "updated", "unchanged", "rejected", "superseded")} == {
+        "rows": 302, "inserted": 300, "updated": 0, "unchanged": 0, "rejected": 1, "superseded": 1}
+
+    products = metadata(result, PRODUCTS)
+    assert (products["inserted"], products["updated"], products["unchanged"], products["rejected"]) == (300, 0, 0, 1)
+    assert products["rows_in"] == 302 and products["seconds"] > 0 and products["rows_per_second"] > 0
+    assert products["peak_rss_mb"] > 0
+    validated = metadata(result, VALIDATED)
+    assert validated["rejects"] == 1 and validated["superseded"] == 1 and validated["encoding"] == "ascii"
+    assert metadata(result, WEBHOOK)["attempts"] == 3 and SECRET not in json.dumps(metadata(result, WEBHOOK), default=str)
+
+    assert catalog.database.count() == 300
+    assert catalog.database.rows([rows[10][0]])[0]["name"] == "Renamed at the end"  # the last occurrence wins
+    rejects = list(csv.DictReader(catalog.result(partition, REJECTS_FILE).decode("utf-8-sig").splitlines()))
+    assert [(r["row"], r["reasons"]) for r in rejects] == [
+        ("152", "price '12,50' is not a number like 1234.5 or 1,234.50"),
+        ("12", f"superseded: sku '{rows[10][0]}' appears again at row 303, which is kept"),
+    ]
+    progress = {k.decode(): v.decode() for k, v in board.client.hgetall(progress_key).items()}
+    assert progress["state"] == "completed" and progress["inserted"] == "300" and progress["rejected"] == "1"
+
+
+def test_the_same_rows_uploaded_again_change_nothing(tmp_path):
+    catalog = Catalog(tmp_path)
+    data = rows_text(list(sample_rows(500)))
+    assert catalog.run(catalog.upload("a.csv", data)).success
+    before = catalog.database.rows()
+    second = catalog.run(catalog.upload("a-again.csv", data))
+    products = metadata(second, PRODUCTS)
+    assert (products["inserted"], products["updated"], products["unchanged"]) == (0, 0, 500)
+    assert catalog.database.rows() == before  # updated_at included
+
+
+def test_too_many_rejects_fail_the_run_apply_nothing_and_send_upload_failed(tmp_path):
+    with webhook_receiver(SECRET) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url)
+        assert catalog.run(catalog.upload("first.csv", rows_text(list(sample_rows(200))))).success
+        before = catalog.database.rows()
+        rows = [list(r) for r in sample_rows(200, price_shift=7)]  # every price changed
+        for r in rows[100:103]:
+            r[4] = "-1"  # 3 of 200 rejected: 1.5%, over the 1% limit; they come after 100 good rows
+        partition = catalog.upload("second.csv", rows_text(rows))
+        result = catalog.run(partition)
+        assert not result.success
+        assert catalog.database.rows() == before  # not one of the 197 good rows applied
+        rejects = catalog.result(partition, REJECTS_FILE).decode("utf-8-sig")
+        assert rejects.count("stock '-1' is negative") == 3
+        catalog.notify_failure(result)
+        assert receiver.wait_for(2)
+    failed = receiver.accepted[1]
+    assert failed.event == FAILED and failed.signature_valid and failed.idempotency_key == f"{FAILED}:{upload_id(partition)}"
+    assert "3 of 200 rows rejected (1.50%), over the 1.00% limit; nothing applied" in failed.body["data"]["reason"]
+    assert failed.body["data"]["failed_steps"] == ["catalog_import"]
+    assert failed.body["data"]["rejects_uri"].endswith(REJECTS_FILE)
+
+
+def test_a_failed_webhook_step_neither_reapplies_nor_reports_a_failure(tmp_path):
+    with webhook_receiver(SECRET, script=[400]) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url)
+        partition = catalog.upload("a.csv", rows_text(list(sample_rows(50))))
+        result = catalog.run(partition)
+        assert not result.success and metadata(result, PRODUCTS)["inserted"] == 50
+        catalog.notify_failure(result)  # only the webhook failed: no upload.failed
+        assert receiver.accepted == [] and len(receiver.attempts) == 1
+        retried = catalog.run(partition, selection=[WEBHOOK])  # a re-run of the webhook step alone
+        assert retried.success and receiver.wait_for(1)
+    assert receiver.accepted[0].event == COMPLETED and catalog.database.count() == 50
+    assert not [e for e in retried.get_asset_materialization_events() if e.asset_key == PRODUCTS]
+
+
+def test_an_xlsx_upload(tmp_path):
+    catalog = Catalog(tmp_path)
+    path = write_xlsx(tmp_path / "catalog.xlsx", sample_rows(1000))
+    result = catalog.run(catalog.upload("m2/catalog.xlsx", path.read_bytes()))
+    assert result.success and metadata(result, PRODUCTS)["inserted"] == 1000
+    assert metadata(result, VALIDATED)["sheet"] == "Products"
+    first = next(iter(sample_rows(1)))
+    (row,) = catalog.database.rows([first[0]])
+    assert row["price"] == first[3] and row["stock"] == first[4] and row["attributes"] == {"Color": first[6]}
+
+
+def test_products_alone_apply_the_validated_rows_of_an_earlier_run(tmp_path):
+    catalog = Catalog(tmp_path)
+    partition = catalog.upload("a.csv", rows_text(list(sample_rows(80))))
+    assert catalog.run(partition, selection=[VALIDATED]).success
+    assert not os.path.exists(catalog.database.path)  # validating alone never opened the database
+    result = catalog.run(partition, selection=[PRODUCTS])
+    assert result.success and metadata(result, PRODUCTS)["inserted"] == 80
+    assert json.loads(catalog.result(partition, APPLIED_FILE))["inserted"] == 80
+
+
+def test_an_upload_replaced_before_its_run_is_not_applied(tmp_path):
+    catalog = Catalog(tmp_path)
+    partition = catalog.upload("a.csv", rows_text(list(sample_rows(5))))
+    catalog.upload("a.csv", rows_text(list(sample_rows(6))))  # the same name, new content: a new upload
+    result = catalog.run(partition)
+    assert not result.success and catalog.database.count() == 0
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "was replaced after this upload was registered" in failure.event_specific_data.error.message
+
+
+def test_a_run_against_postgresql(tmp_path):
+    import psycopg
+
+    url = postgres_or_skip()
+    schema = f"test_pipeline_{uuid.uuid4().hex[:12]}"
+    try:
+        catalog = Catalog(tmp_path, database=PostgresCatalogDatabase(url=url, db_schema=schema))
+        rows = list(sample_rows(2000))
+        assert metadata(catalog.run(catalog.upload("a.csv", rows_text(rows))), PRODUCTS)["inserted"] == 2000
+        rows[5][3] = Decimal("1.25")
+        products = metadata(catalog.run(catalog.upload("b.csv", rows_text(rows))), PRODUCTS)
+        assert (products["inserted"], products["updated"], products["unchanged"]) == (0, 1, 1999)
+        assert catalog.database.rows([rows[5][0]])[0]["price"] == Decimal("1.25")
+        assert products["table"].startswith("postgresql:") and "public" not in products["table"]
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252"])
+def test_encoded_uploads_keep_their_text(tmp_path, encoding):
+    catalog = Catalog(tmp_path)
+    data = "SKU;Name;Price\nA1;Crème brûlée – “fine”;1234.50\nA2;Thé;3\n".encode(encoding)
+    result = catalog.run(catalog.upload("fr.csv", data))
+    assert result.success and metadata(result, VALIDATED)["delimiter"] == "semicolon"
+    assert catalog.database.rows(["A1"])[0]["name"] == "Crème brûlée – “fine”"

@@ -1,0 +1,161 @@
+"""Columns and validation (issue 5, items 2 and 3): header aliases, every reject reason, the
+rejects file, SKUs repeated in a file, the reject limit."""
+
+import contextlib
+import csv
+import io
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.catalog.columns import ALIASES, HeaderError, match_headers, normalize_header
+from engine.catalog.validated_file import ReadOptions, find_superseded, sku_hashes, validate_upload
+
+
+@contextlib.contextmanager
+def _kept(outputs: dict):
+    parquet, rejects = io.BytesIO(), io.BytesIO()
+    yield parquet, rejects
+    outputs["parquet"], outputs["rejects"] = parquet.getvalue(), rejects.getvalue()
+
+
+def validate(text: str, **kwargs):
+    outputs: dict = {}
+    summary = validate_upload(
+        lambda: contextlib.nullcontext(io.BytesIO(text.encode())), "catalog.csv", lambda: _kept(outputs),
+        options=ReadOptions(), **kwargs,
+    )
+    rows = pq.read_table(io.BytesIO(outputs["parquet"])).to_pylist()
+    rejects = list(csv.DictReader(io.StringIO(outputs["rejects"].decode("utf-8-sig"))))
+    return summary, rows, rejects
+
+
+# -- headers -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header, field",
+    [("SKU", "sku"), (" Product_ID ", "sku"), ("item-number", "sku"), ("Product Name", "name"), ("TITLE", "name"),
+     ("Unit Price", "price"), ("qty", "stock"), ("Quantity On Hand", "stock"), ("Is_Active", "active"),
+     ("enabled", "active"), ("Long.Description", "description")],
+)
+def test_headers_match_case_and_space_insensitively_with_aliases(header, field):
+    mapping = match_headers(["sku" if field != "sku" else header, header if field != "sku" else "x"], "f.csv")
+    assert mapping.fields[field] == (1 if field != "sku" else 0)
+
+
+def test_every_alias_is_in_normal_form():
+    for aliases in ALIASES.values():
+        assert all(normalize_header(a) == a for a in aliases)
+
+
+def test_unknown_columns_are_kept_as_attributes_and_unnamed_ones_get_a_key():
+    mapping = match_headers(["sku", "Colour", "", "Size "], "f.csv")
+    assert mapping.extras == (("Colour", 1), ("column_3", 2), ("Size", 3))
+
+
+def test_two_columns_for_one_field_are_refused():
+    with pytest.raises(HeaderError, match=r"f.csv: columns 2 \('Price'\) and 3 \('unit price'\) both give price"):
+        match_headers(["sku", "Price", "unit price"], "f.csv")
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+HEADER = "sku,name,description,price,stock,active,colour\n"
+
+
+def test_values_are_typed_trimmed_and_empty_cells_are_null():
+    _, rows, _ = validate(HEADER + " A1 , Lamp ,,\"1,234.50\",\"1,200\",YES,red\nA2,Chair,d,1234.5,12.0,,\n")
+    assert rows == [
+        {"row": 2, "sku": "A1", "name": "Lamp", "description": None, "price": Decimal("1234.5"), "stock": 1200,
+         "active": True, "attr_0": "red"},
+        {"row": 3, "sku": "A2", "name": "Chair", "description": "d", "price": Decimal("1234.5"), "stock": 12,
+         "active": True, "attr_0": None},  # an empty active cell means true
+    ]
+
+
+@pytest.mark.parametrize(
+    "cells, reasons",
+    [
+        (",Lamp,,1,1,true,", ["sku is empty"]),
+        (f"{'S' * 256},Lamp,,1,1,true,", ["sku is longer than 255 characters"]),
+        ("A1,Lamp,,abc,1,true,", ["price 'abc' is not a number like 1234.5 or 1,234.50"]),
+        ('A1,Lamp,,"12,50",1,true,', ["price '12,50' is not a number like 1234.5 or 1,234.50"]),
+        ("A1,Lamp,,-3.50,1,true,", ["price '-3.50' is negative"]),
+        ("A1,Lamp,,1.23456,1,true,", ["price '1.23456' has more than 4 decimal places"]),
+        ("A1,Lamp,,123456789012345,1,true,", ["price '123456789012345' is too large (at most 14 digits before the point)"]),
+        ("A1,Lamp,,1,1.5,true,", ["stock '1.5' is not a whole number"]),
+        ("A1,Lamp,,1,-2,true,", ["stock '-2' is negative"]),
+        ("A1,Lamp,,1,3000000000,true,", ["stock '3000000000' is larger than 2,147,483,647"]),
+        ("A1,Lamp,,1,1,maybe,", ["active 'maybe' is not one of true/false/yes/no/1/0"]),
+        (",Lamp,,-1,x,maybe,", ["sku is empty", "price '-1' is negative", "stock 'x' is not a whole number",
+                                "active 'maybe' is not one of true/false/yes/no/1/0"]),
+    ],
+)
+def test_each_bad_cell_is_refused_with_every_reason(cells, reasons):
+    summary, rows, rejects = validate(HEADER + "OK1,Good,,1,1,true,\n" + cells + "\n", max_reject_fraction=1.0)
+    assert [r["sku"] for r in rows] == ["OK1"]
+    assert summary.rejected == 1 and len(rejects) == 1
+    assert rejects[0]["row"] == "3" and rejects[0]["reasons"].split("; ") == reasons
+    assert [rejects[0][h] for h in HEADER.strip().split(",")] == next(csv.reader([cells]))  # the cells as they were
+
+
+def test_a_nul_character_is_refused_in_whichever_column_it_is():
+    summary, rows, rejects = validate(HEADER + "A1,La\x00mp,,1,1,true,\nA2,Chair,,1,1,true,\n", max_reject_fraction=1.0)
+    assert [r["sku"] for r in rows] == ["A2"] and rejects[0]["reasons"] == "name contains a NUL character"
+
+
+def test_minus_zero_is_zero_not_negative():
+    _, rows, _ = validate(HEADER + "A1,Lamp,,-0.00,-0,true,\n")
+    assert rows[0]["price"] == Decimal("0") and rows[0]["stock"] == 0
+
+
+def test_a_repeated_sku_keeps_its_last_valid_row_and_reports_the_earlier_ones():
+    text = HEADER + "A1,first,,1,1,true,\nB1,b,,1,1,true,\nA1,second,,2,1,true,\nA1,third,,-1,1,true,\n"
+    summary, rows, rejects = validate(text, max_reject_fraction=0.5)
+    assert summary.superseded == [2]  # row 4 is the last valid A1 (row 5 is refused)
+    assert summary.applied_rows == 2 and summary.rejected == 1
+    by_row = {int(r["row"]): r for r in rejects}
+    assert by_row[5]["reasons"] == "price '-1' is negative"
+    assert by_row[2]["reasons"] == "superseded: sku 'A1' appears again at row 4, which is kept" and by_row[2]["sku"] == "A1"
+
+
+def test_the_reject_limit_is_a_fraction_of_the_rows():
+    text = HEADER + "".join(f"A{i},n,,1,1,true,\n" for i in range(99)) + "BAD,n,,x,1,true,\n"
+    assert not validate(text, max_reject_fraction=0.01)[0].too_many_rejects  # 1 of 100: at the limit
+    text += "BAD2,n,,x,1,true,\n"
+    summary = validate(text, max_reject_fraction=0.01)[0]
+    assert summary.too_many_rejects and summary.rejected == 2 and summary.rows == 101
+    assert summary.examples[0] == {"row": 101, "reasons": ["price 'x' is not a number like 1234.5 or 1,234.50"]}
+
+
+def test_a_file_of_skus_only_is_valid():
+    summary, rows, _ = validate("sku\nA1\nA2\n")
+    assert summary.fields == {"sku": "sku"} and [r["sku"] for r in rows] == ["A1", "A2"]
+
+
+# -- repeated SKUs --------------------------------------------------------------------------------
+
+
+def test_sku_hashes_are_equal_exactly_for_equal_skus():
+    skus = pa.array(["a", "b", "a", "", "ab", "ba", "é", "é"])
+    hashes = sku_hashes(skus).tolist()
+    assert hashes[0] == hashes[2] and hashes[6] == hashes[7]
+    assert len({hashes[i] for i in (0, 1, 3, 4, 5, 6)}) == 6
+    assert sku_hashes(skus.slice(2, 3)).tolist() == hashes[2:5]  # an array with an offset
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["A", "B", "C", "Ä", "A1", "AB", ""]), min_size=0, max_size=40), st.integers(1, 7))
+def test_find_superseded_agrees_with_a_plain_dictionary(skus, chunk):
+    rows = list(range(2, len(skus) + 2))
+    last = {}
+    for row, sku in zip(rows, skus):
+        last[sku] = row
+    expected = [(row, sku, last[sku]) for row, sku in zip(rows, skus) if last[sku] != row]
+    chunks = [(pa.array(skus[i : i + chunk], pa.string()), pa.array(rows[i : i + chunk], pa.int64())) for i in range(0, len(skus), chunk)]
+    assert find_superseded([c[0] for c in chunks], [c[1] for c in chunks]) == expected

@@ -1,0 +1,210 @@
+"""The catalog database (issue 5, item 4) in the real PostgreSQL on loopback and in SQLite:
+migrations, the upsert's counts and rules, and all-or-nothing under failures injected
+mid-upload (an exception while staging, a connection killed during the upsert).
+
+Each PostgreSQL test works in a schema of its own, dropped afterwards.
+"""
+
+import os
+import threading
+import time
+import uuid
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from conftest import require_service
+from engine.catalog.upsert import UpsertPlan
+from engine.catalog.validate import PRICE_TYPE
+from resources.catalog_db import PostgresCatalogDatabase, SqliteCatalogDatabase, safe_location
+
+POSTGRES_URL = os.environ.get("FLOODGATE_TEST_POSTGRES_URL", "host=127.0.0.1 port=5432 dbname=test")
+FULL = ["sku", "name", "description", "price", "stock", "active"]
+
+
+def postgres_or_skip() -> str:
+    import psycopg
+
+    for url in (POSTGRES_URL, POSTGRES_URL + " user=postgres"):
+        try:
+            psycopg.connect(url, connect_timeout=3).close()
+            return url
+        except psycopg.Error:
+            continue
+    require_service(f"PostgreSQL at {safe_location(POSTGRES_URL)} is not reachable: start it or set FLOODGATE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def postgres_database():
+    import psycopg
+
+    url = postgres_or_skip()
+    schema = f"test_catalog_{uuid.uuid4().hex[:12]}"
+    yield PostgresCatalogDatabase(url=url, db_schema=schema)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request, tmp_path):
+    if request.param == "sqlite":
+        return SqliteCatalogDatabase(path=str(tmp_path / "catalog.sqlite"))
+    return request.getfixturevalue("postgres_database")
+
+
+def batch(rows: list[dict], fields=FULL, attributes: int = 0) -> pa.Table:
+    """Validated rows as the validation step makes them (output_schema)."""
+    types = {"sku": pa.string(), "name": pa.string(), "description": pa.string(), "price": PRICE_TYPE,
+             "stock": pa.int32(), "active": pa.bool_()}
+    columns = {"row": pa.array([r["row"] for r in rows], pa.int64())}
+    for f in fields:
+        columns[f] = pa.array([r.get(f) for r in rows], types[f])
+    for i in range(attributes):
+        columns[f"attr_{i}"] = pa.array([r.get(f"attr_{i}") for r in rows], pa.string())
+    return pa.table(columns)
+
+
+def product(i: int, **changes) -> dict:
+    row = {"row": i + 2, "sku": f"S{i:04d}", "name": f"Name {i}", "description": "d", "price": Decimal(f"{i}.50"),
+           "stock": i, "active": i % 2 == 0}
+    row.update(changes)
+    return row
+
+
+def snapshot(database) -> list[dict]:
+    """Every row, as stored (PostgreSQL: with each row version's xmin, which a write changes)."""
+    if isinstance(database, PostgresCatalogDatabase):
+        import psycopg
+
+        with psycopg.connect(database.url) as conn, conn.cursor() as cursor:
+            cursor.execute(f"SELECT *, xmin::text AS version FROM {database.db_schema}.products ORDER BY sku")
+            names = [d.name for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+    return database.rows()
+
+
+def test_migrations_run_once_and_make_the_indexes(database):
+    assert database.migrate() == [1]
+    assert database.migrate() == []
+    if isinstance(database, PostgresCatalogDatabase):
+        import psycopg
+
+        with psycopg.connect(database.url) as conn:
+            indexes = {r[0]: r[1] for r in conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'products'",
+                (database.db_schema,))}
+            recorded = conn.execute(f"SELECT target, version FROM {database.db_schema}.catalog_migrations").fetchall()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(database.path) as conn:
+            indexes = {r[1]: "" for r in conn.execute("PRAGMA index_list(products)")}
+            recorded = conn.execute("SELECT target, version FROM catalog_migrations").fetchall()
+    assert {"products_active_idx", "products_created_at_idx", "products_active_created_at_idx"} <= set(indexes)
+    assert any("pkey" in name or "autoindex" in name for name in indexes)  # sku unique
+    assert recorded == [("products", 1)]
+
+
+def test_insert_then_unchanged_then_update_with_database_timestamps(database):
+    plan = UpsertPlan(fields=FULL, attributes=[])
+    first = database.apply([batch([product(i) for i in range(100)])], plan)
+    assert (first.staged, first.inserted, first.updated, first.unchanged) == (100, 100, 0, 0)
+    before = {r["sku"]: r for r in snapshot(database)}
+
+    again = database.apply([batch([product(i) for i in range(100)])], plan)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 100)
+    assert {r["sku"]: r for r in snapshot(database)} == before  # not one row rewritten (same xmin in PostgreSQL)
+
+    changed = database.apply([batch([product(1, price=Decimal("99.99")), product(2), product(500)])], plan)
+    assert (changed.inserted, changed.updated, changed.unchanged) == (1, 1, 1)
+    after = {r["sku"]: r for r in snapshot(database)}
+    assert after["S0001"]["price"] == Decimal("99.99")
+    assert after["S0001"]["updated_at"] > before["S0001"]["updated_at"]
+    assert after["S0001"]["created_at"] == before["S0001"]["created_at"]
+    assert after["S0002"] == before["S0002"]
+    assert after["S0500"]["created_at"] == after["S0500"]["updated_at"]
+
+
+def test_columns_the_file_lacks_are_left_alone_and_attributes_merge(database):
+    database.apply([batch([product(1, attr_0="red", attr_1="L")], attributes=2)],
+                   UpsertPlan(fields=FULL, attributes=["colour", "size"]))
+    # a price list: sku and price only, and one attribute, emptied
+    counts = database.apply([batch([{"row": 2, "sku": "S0001", "price": Decimal("5"), "attr_0": None}],
+                                   fields=["sku", "price"], attributes=1)],
+                            UpsertPlan(fields=["sku", "price"], attributes=["size"]))
+    assert counts.updated == 1
+    (row,) = database.rows(["S0001"])
+    assert row["price"] == Decimal("5") and row["name"] == "Name 1" and row["stock"] == 1
+    assert row["attributes"] == {"colour": "red"}  # size removed by its empty cell, colour kept
+    same = database.apply([batch([{"row": 2, "sku": "S0001", "price": Decimal("5.0000"), "attr_0": None}],
+                                 fields=["sku", "price"], attributes=1)],
+                          UpsertPlan(fields=["sku", "price"], attributes=["size"]))
+    assert same.unchanged == 1
+
+
+def test_new_products_get_the_defaults_of_columns_the_file_lacks(database):
+    database.apply([batch([{"row": 2, "sku": "NEW"}], fields=["sku"])], UpsertPlan(fields=["sku"], attributes=[]))
+    (row,) = database.rows(["NEW"])
+    assert row["active"] is True and row["attributes"] == {} and row["name"] is None
+
+
+def test_superseded_rows_are_not_applied(database):
+    rows = [product(1, name="first"), product(2), product(1, row=10, name="last")]
+    counts = database.apply([batch(rows)], UpsertPlan(fields=FULL, attributes=[], superseded=[3]))
+    assert counts.staged == 2 and counts.inserted == 2 and database.rows(["S0001"])[0]["name"] == "last"
+
+
+def test_an_error_while_staging_leaves_the_table_as_it_was(database):
+    plan = UpsertPlan(fields=FULL, attributes=[])
+    database.apply([batch([product(i) for i in range(50)])], plan)
+    before = snapshot(database)
+    with pytest.raises(RuntimeError, match="injected"):
+        with database.staging(plan) as staging:
+            staging.write(batch([product(i, price=Decimal("1")) for i in range(50)]))
+            staging.write(batch([product(i) for i in range(50, 80)]))
+            raise RuntimeError("injected after two batches were staged")
+    assert snapshot(database) == before
+
+
+def test_a_connection_killed_during_the_upsert_leaves_the_table_as_it_was(postgres_database):
+    """pg_terminate_backend from another connection while the upsert statement runs (it waits
+    on a row another transaction holds, so the kill lands mid-statement, every time)."""
+    import psycopg
+
+    database = postgres_database
+    plan = UpsertPlan(fields=FULL, attributes=[])
+    database.apply([batch([product(i) for i in range(200)])], plan)
+    before = snapshot(database)
+    failure: list[BaseException] = []
+
+    def upload():
+        try:
+            database.apply([batch([product(i, price=Decimal("7.77")) for i in range(300)])], plan)
+        except BaseException as exc:  # noqa: BLE001 - what the upload raised is the result
+            failure.append(exc)
+
+    with psycopg.connect(database.url) as holder, psycopg.connect(database.url, autocommit=True) as watcher:
+        holder.execute(f"SELECT 1 FROM {database.db_schema}.products WHERE sku = 'S0150' FOR UPDATE")
+        thread = threading.Thread(target=upload)
+        thread.start()
+        pid, deadline = None, time.monotonic() + 60
+        while pid is None and time.monotonic() < deadline:  # wait for the upsert to block on the row
+            row = watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'floodgate-catalog' "
+                "AND wait_event_type = 'Lock' AND query LIKE 'WITH upserted AS%%'"
+            ).fetchone()
+            pid = row[0] if row else None
+        assert pid is not None, "the upsert never waited on the held row"
+        assert watcher.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        thread.join(60)
+        holder.rollback()
+    assert failure and isinstance(failure[0], psycopg.OperationalError)
+    assert snapshot(database) == before  # prices, timestamps and row versions all as before
+    assert database.apply([batch([product(i, price=Decimal("7.77")) for i in range(300)])], plan).staged == 300
+
+
+def test_describe_never_shows_the_password():
+    database = PostgresCatalogDatabase(url="postgresql://floodgate:hunter2@db.internal:6543/catalog")
+    assert database.describe() == "postgresql:db.internal:6543/catalog/public.products"
+    assert "hunter2" not in database.describe()
