@@ -56,6 +56,7 @@ bench: install
 	$(PY) -m bench.s3_read
 	$(PY) -m bench.books
 	$(PY) -m bench.catalog
+	$(PY) -m bench.enrichment
 
 clean:
 	rm -rf $(VENV) $(EMULATOR_VENV) .dagster_home .floodgate .bench .pytest_cache .hypothesis

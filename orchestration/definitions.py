@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import books, catalog, search_terms
+from assets import books, catalog, enrichment, search_terms
 from engine.memory import return_freed_memory
 from orchestration.event_log import enable_event_batches
 from orchestration.deployment import resources
@@ -20,6 +20,7 @@ defs = dg.Definitions.merge(
     search_terms.defs,
     books.defs,
     catalog.defs,
+    enrichment.defs,
     dg.Definitions(
         resources=resources(),
         schedules=[search_terms_weekly_schedule],

@@ -1,0 +1,265 @@
+"""One input file end to end: read in chunks, skip chunks already written, send the rest,
+write each chunk, and account for every record.
+
+`enrich_file` is what the Dagster asset, the CLI (`python -m engine.enrichment.cli`) and
+the benchmark call. It returns a `FileResult` (the account and the request statistics),
+or raises `EnrichmentFailed` carrying the same account when the run cannot finish (the
+breaker gave up, Redis is unreachable, the input is malformed): in both cases
+`enriched + dead letters + unfinished = records`, with `records` counted to the end of the
+file (a failed run reads the rest of the file, without sending it, to count it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.enrichment.breaker import CircuitBreaker
+from engine.enrichment.client import ApiClient, ApiSettings
+from engine.enrichment.limiter import Limiter, LocalLimiter, RedisLimiter
+from engine.enrichment.output import (
+    FileAccount,
+    OutputLayout,
+    account,
+    fingerprint,
+    read_manifest,
+    remove_chunks_from,
+    write_chunk,
+    write_summary,
+)
+from engine.enrichment.pipeline import ChunkWork, Pipeline
+from engine.enrichment.readers import read_chunks
+from engine.enrichment.stats import RequestStats
+from engine.enrichment.template import RequestTemplate
+from engine.measure import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    id_field: str = "id"
+    chunk_rows: int = 10_000
+    max_open_chunks: int = 3
+    keep_input_fields: bool = True
+    progress_interval: float = 5.0
+
+
+@dataclass
+class FileResult:
+    account: FileAccount
+    stats: RequestStats
+    seconds: float
+    limiter: str = ""
+    cpu_seconds: float = 0.0  # of the whole process (its threads too) while the file ran
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EnrichmentFailed(RuntimeError):
+    def __init__(self, message: str, result: FileResult):
+        super().__init__(message)
+        self.result = result
+
+
+def run_async(coroutine):
+    """Run on uvloop where it is installed (fewer microseconds per request), asyncio otherwise.
+
+    While it runs, a thread holding the GIL (the chunk reader, the Parquet writer) gives it
+    back after 1 ms instead of Python's 5: the loop that paces the sends must wake on time,
+    or the limiter's send times go stale (limiter.py)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, 0.001))
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(coroutine)
+        return uvloop.run(coroutine)
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def make_limiter(api: ApiSettings) -> Limiter | None:
+    if api.rate is None:
+        return None
+    if api.redis_url:
+        return RedisLimiter(api.rate, api.redis_url, api.resolved_limiter_key())
+    return LocalLimiter(api.rate)
+
+
+def enrich_file(
+    store,
+    input_key: str,
+    fmt: str,
+    output_prefix: str,
+    api: ApiSettings,
+    template: RequestTemplate,
+    settings: FileSettings = FileSettings(),
+    *,
+    logger: logging.Logger | Any = log,
+    seed: int | None = None,
+) -> FileResult:
+    return run_async(enrich_file_async(store, input_key, fmt, output_prefix, api, template, settings, logger=logger, seed=seed))
+
+
+async def enrich_file_async(
+    store,
+    input_key: str,
+    fmt: str,
+    output_prefix: str,
+    api: ApiSettings,
+    template: RequestTemplate,
+    settings: FileSettings = FileSettings(),
+    *,
+    logger: logging.Logger | Any = log,
+    seed: int | None = None,
+) -> FileResult:
+    started, cpu_started = time.perf_counter(), time.process_time()
+    info = store.stat(input_key)
+    if info is None:
+        raise FileNotFoundError(f"no input {store.uri(input_key)}")
+    layout = OutputLayout(output_prefix.rstrip("/"))
+    print_fingerprint = fingerprint(
+        etag=info.etag,
+        size=info.size,
+        format=fmt,
+        chunk_rows=settings.chunk_rows,
+        id_field=settings.id_field,
+        keep_input_fields=settings.keep_input_fields,
+        template={k: v for k, v in template.__dict__.items() if not k.startswith("_")},
+    )
+    columns = template.columns()
+    name = store.uri(input_key)
+    limiter = make_limiter(api)
+    breaker = CircuitBreaker(api.breaker)
+    chunk_count = 0
+    records = 0
+    skipped = {"chunks": 0, "records": 0}
+
+    with store.open_read(input_key) as stream:
+        reader = read_chunks(stream, fmt, name, settings.chunk_rows)
+        reader_chunks = iter(reader)
+
+        def chunks() -> Iterator[ChunkWork | int]:
+            nonlocal chunk_count, records
+            for chunk in reader_chunks:
+                chunk_count += 1
+                records += chunk.rows
+                manifest = read_manifest(store, layout, chunk.index)
+                if manifest is not None and manifest.fingerprint == print_fingerprint and manifest.rows == chunk.rows:
+                    skipped["chunks"] += 1
+                    skipped["records"] += chunk.rows
+                    yield chunk.rows
+                    continue
+                yield ChunkWork.build(chunk, template, settings.id_field)
+
+        def write(work: ChunkWork):
+            return write_chunk(
+                store, layout, work.chunk, work.results, work.dead, settings.id_field, columns, print_fingerprint, settings.keep_input_fields
+            )
+
+        client = ApiClient(api, template.method)
+        client.add_headers(template.headers)
+        pipeline = Pipeline(
+            client, template, limiter, breaker, api.retry, api.concurrency, write,
+            max_open_chunks=settings.max_open_chunks, seed=seed,
+        )
+        progress = _progress(logger, name, info.size, settings.progress_interval, pipeline, reader)
+        failure: BaseException | None = None
+        try:
+            if isinstance(limiter, RedisLimiter):
+                await limiter.check()
+            async with client:
+                ticker = asyncio.create_task(_tick(progress, settings.progress_interval))
+                try:
+                    await pipeline.run(chunks())
+                finally:
+                    ticker.cancel()
+        except Exception as exc:  # noqa: BLE001 - reported with the account below
+            failure = exc
+        finally:
+            if limiter is not None:
+                await limiter.close()
+        progress()
+
+        if failure is not None:
+            # count the rest of the file (no requests) so that the account covers every record;
+            # a malformed input stops the count where it stops the reader
+            with contextlib.suppress(Exception):
+                for chunk in reader_chunks:
+                    chunk_count += 1
+                    records += chunk.rows
+
+    stats = pipeline.stats
+    stats.limiter_dropped = limiter.dropped if limiter is not None else 0
+    stats.breaker_openings, stats.breaker_probes = breaker.openings, breaker.probes
+    result_account = account(store, layout, input_key, records, chunk_count, print_fingerprint)
+    result_account.chunks_resumed = skipped["chunks"]
+    result_account.records_resumed = skipped["records"]
+    result = FileResult(
+        result_account, stats, time.perf_counter() - started, limiter.describe() if limiter else "no limit",
+        cpu_seconds=time.process_time() - cpu_started,
+    )
+    if failure is not None:
+        summary = result_account.as_dict()
+        message = (
+            f"{name}: {failure} — account: {summary['enriched']:,} enriched + {summary['dead_letters']:,} dead letters "
+            f"+ {summary['unfinished']:,} unfinished (not written; a retry sends them) = {summary['records']:,} records"
+        )
+        raise EnrichmentFailed(message, result) from failure
+    removed = remove_chunks_from(store, layout, chunk_count)
+    if not result_account.complete or not result_account.balanced:
+        raise EnrichmentFailed(f"{name}: the written chunks do not account for every record: {result_account.as_dict()}", result)
+    write_summary(
+        store, layout, result_account,
+        requests=stats.requests, requests_per_second=round(stats.requests_per_second, 1),
+        latency_ms=stats.latency_ms(), retries_by_cause=dict(stats.retries), stale_objects_removed=removed,
+    )
+    return result
+
+
+def _progress(logger, name: str, size: int, interval: float, pipeline: Pipeline, reader) -> Callable[[], None]:
+    """A function that logs records, rate, ETA, requests/s, retries and the breaker's state."""
+    suffix = _Suffix(logger, pipeline)
+    progress = Progress(suffix, f"enrichment {name}", total=size, interval=0, unit="rows")
+
+    def report() -> None:
+        resolved = pipeline.records_resolved
+        read = max(pipeline.records_read, 1)
+        # bytes per record so far turn resolved records into a share of the file
+        done = min(size, int(resolved * reader.bytes_read / read)) if reader.bytes_read else 0
+        progress.update(resolved, done, force=True)
+
+    return report
+
+
+class _Suffix:
+    """Progress's logger, with the request side appended to each line."""
+
+    def __init__(self, logger, pipeline: Pipeline):
+        self._logger, self._pipeline, self._last = logger, pipeline, (time.monotonic(), 0)
+
+    def info(self, message: str) -> None:
+        snap = self._pipeline.snapshot()
+        now = time.monotonic()
+        then, requests = self._last
+        rate = (snap["requests"] - requests) / max(now - then, 1e-9)
+        self._last = (now, snap["requests"])
+        causes = ", ".join(f"{k} {v:,}" for k, v in sorted(snap["retries_by_cause"].items()))
+        self._logger.info(
+            f"{message}; {snap['requests']:,} requests, {rate:,.0f} req/s now, retries {snap['retries']:,}"
+            + (f" ({causes})" if causes else "")
+            + f", {snap['retries_waiting']:,} waiting to retry, dead letters {snap['dead_letters']:,}, breaker {snap['breaker']}"
+        )
+
+
+async def _tick(report: Callable[[], None], interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        report()

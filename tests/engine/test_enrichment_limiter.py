@@ -1,0 +1,152 @@
+"""The GCRA limiter: in-process and shared through the real Redis (127.0.0.1:6379, or
+REDIS_URL). Release times are taken where the limiter hands them out; the property that
+matters is the most releases any 1-second window holds, which is what a server counts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import pytest
+
+from conftest import require_service
+from engine.enrichment.limiter import LimiterUnavailable, LocalLimiter, RateSettings, RedisLimiter, redacted_url
+
+
+def redis_url_or_skip() -> str:
+    """The real Redis (REDIS_URL, default 127.0.0.1:6379); a skip locally, a failure in CI."""
+    import redis
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable Redis
+        require_service(f"Redis at {redacted_url(url)} is not reachable ({type(exc).__name__}): start redis-server or set REDIS_URL")
+    return url
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most of `times` that any half-open interval of `window` seconds holds."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def release_times(limiter, count: int, workers: int = 32) -> list[float]:
+    times: list[float] = []
+    remaining = iter(range(count))
+
+    async def worker():
+        for _ in remaining:
+            await limiter.acquire()
+            times.append(time.monotonic())
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    await limiter.close()
+    return times
+
+
+def test_settings_keep_the_burst_inside_the_headroom():
+    s = RateSettings(5000)
+    assert s.schedule_rate == pytest.approx(4900) and s.effective_burst == 24
+    assert RateSettings(100).effective_burst == 1
+    with pytest.raises(ValueError, match="burst 60 could take a 1-second window over the rate"):
+        RateSettings(5000, burst=60)
+
+
+def test_local_limiter_paces_at_the_scheduled_rate_and_never_overfills_a_window():
+    settings = RateSettings(2000)
+    times = asyncio.run(release_times(LocalLimiter(settings), 3000))
+    elapsed = max(times) - min(times)
+    # 3,000 releases at 1,960/s, less the initial burst: about 1.52 s (never less; a busy
+    # machine may make it somewhat more)
+    expected = (3000 - settings.effective_burst) / settings.schedule_rate
+    assert expected * 0.99 <= elapsed <= expected * 1.5
+    assert max_in_window(times) <= settings.schedule_rate + settings.effective_burst
+
+
+def test_local_limiters_do_not_share_a_budget():
+    """Two in-process limiters each run at the full rate: together they exceed it. (What the
+    Redis limiter is for.)"""
+    settings = RateSettings(1000)
+
+    async def both():
+        return await asyncio.gather(release_times(LocalLimiter(settings), 1200), release_times(LocalLimiter(settings), 1200))
+
+    a, b = asyncio.run(both())
+    assert max_in_window(a + b) > settings.rate * 1.2
+
+
+@pytest.fixture
+def redis_url():
+    return redis_url_or_skip()
+
+
+@pytest.fixture
+def key(redis_url):
+    import redis
+
+    name = f"floodgate-test:{uuid.uuid4().hex}:rate"
+    yield name
+    redis.Redis.from_url(redis_url).delete(name)
+
+
+def test_redis_limiters_share_one_budget(redis_url, key):
+    """Three limiters (three connections, as three processes would have) on one key release,
+    together, no more than one limiter's rate in any window, and use the budget fully."""
+    settings = RateSettings(1500)
+
+    async def three():
+        limiters = [RedisLimiter(settings, redis_url, key) for _ in range(3)]
+        return await asyncio.gather(*(release_times(limiter, 900, workers=16) for limiter in limiters)), limiters
+
+    results, limiters = asyncio.run(three())
+    times = [t for r in results for t in r]
+    elapsed = max(times) - min(times)
+    assert max_in_window(times) <= settings.schedule_rate * (1 + settings.max_lag) + settings.effective_burst
+    assert 2700 / elapsed >= 0.7 * settings.schedule_rate  # together they kept the budget busy
+    assert sum(limiter.reservations for limiter in limiters) >= 2700 / limiters[0].block
+
+
+def test_redis_limiter_keys_are_separate_budgets(redis_url, key):
+    settings = RateSettings(1000)
+
+    async def two():
+        return await asyncio.gather(
+            release_times(RedisLimiter(settings, redis_url, key + ":a"), 800),
+            release_times(RedisLimiter(settings, redis_url, key + ":b"), 800),
+        )
+
+    try:
+        a, b = asyncio.run(two())
+    finally:
+        import redis
+
+        redis.Redis.from_url(redis_url).delete(key + ":a", key + ":b")
+    assert max_in_window(a + b) > settings.rate * 1.2
+
+
+def test_unreachable_redis_is_named_without_its_password():
+    url = "redis://user:s3cret-pw@127.0.0.1:1/0"  # nothing listens on port 1
+
+    async def go():
+        limiter = RedisLimiter(RateSettings(100), url, "k")
+        try:
+            await limiter.check()
+        finally:
+            await limiter.close()
+
+    with pytest.raises(LimiterUnavailable) as info:
+        asyncio.run(go())
+    assert "s3cret-pw" not in str(info.value) and "redis://user:***@127.0.0.1:1/0" in str(info.value)
+
+
+def test_redacted_url():
+    assert redacted_url("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
+    assert redacted_url("redis://host:6379") == "redis://host:6379"
