@@ -15,7 +15,7 @@ In fresh processes, on the same generated books (cached in .bench/books/):
 - encode: SentenceTransformer.encode alone, in one thread, on the summaries, against the
   1-worker pipeline's book_embedding steps.
 
-    python -m bench.books [--books 2000] [--words 1500] [--per-run 100] [--no-write]
+    python -m bench.books [--books 2000] [--words 1500] [--per-run 100] [--bar-only] [--no-write]
 """
 
 import argparse
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=1500)
     parser.add_argument("--per-run", type=int, default=100)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--bar-only", action="store_true", help="skip the two comparison rows (pool of 2, direct with 1)")
     args = parser.parse_args()
 
     from engine.books.sample_books import write_books
@@ -77,22 +78,25 @@ def main() -> None:
     print(f"pipeline, 1 worker: {one['books'] / one['seconds']:.1f} books/s in {one['runs']} runs", flush=True)
     two = scenario("pipeline", data, homes / "w2", "--runs-at-once", "2", "--workers", "1", *per_run)
     print(f"pipeline, 2 workers: {two['books'] / two['seconds']:.1f} books/s", flush=True)
-    pool = scenario("pipeline", data, homes / "pool2", "--runs-at-once", "1", "--workers", "2", *per_run)
-    print(f"pipeline, 1 run at a time with a pool of 2: {pool['books'] / pool['seconds']:.1f} books/s", flush=True)
+    pool = None if args.bar_only else scenario("pipeline", data, homes / "pool2", "--runs-at-once", "1", "--workers", "2", *per_run)
+    if pool:
+        print(f"pipeline, 1 run at a time with a pool of 2: {pool['books'] / pool['seconds']:.1f} books/s", flush=True)
     direct = scenario("direct", data, homes / "direct", "--workers", "2")
     print(f"direct, 2 workers: {direct['books'] / direct['seconds']:.1f} books/s", flush=True)
-    direct_one = scenario("direct", data, homes / "direct1", "--workers", "1")
-    print(f"direct, 1 worker: {direct_one['books'] / direct_one['seconds']:.1f} books/s", flush=True)
+    direct_one = None if args.bar_only else scenario("direct", data, homes / "direct1", "--workers", "1")
+    if direct_one:
+        print(f"direct, 1 worker: {direct_one['books'] / direct_one['seconds']:.1f} books/s", flush=True)
     bare = scenario("encode", data, homes / "direct", "--workers", "1", fresh=False)  # its summaries
     print(f"bare encode: {bare['books'] / bare['seconds']:.1f} texts/s", flush=True)
 
     speedup = one["seconds"] / two["seconds"]
     embed_ratio = bare["seconds"] / one["steps"]["book_embedding"]
     overhead = (two["seconds"] - direct["seconds"]) / two["seconds"]
-    overhead_one = (one["seconds"] - direct_one["seconds"]) / one["seconds"]
+    overhead_one = (one["seconds"] - direct_one["seconds"]) / one["seconds"] if direct_one else None
     rows = [
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
-        f"Command: `python -m bench.books --books {args.books} --words {args.words} --per-run {args.per_run}`; one try each.",
+        f"Command: `python -m bench.books --books {args.books} --words {args.words} --per-run {args.per_run}"
+        + (" --bar-only" if args.bar_only else "") + "`; one try each.",
         "Step seconds are summed over the run processes.",
         "",
         "| scenario | books | runs | seconds | books/s | book_text s | book_summary s | book_embedding s | book_search_index s |",
@@ -105,7 +109,7 @@ def main() -> None:
         ("direct calls, one process, pool of 2", direct),
         ("direct calls, one process, pool of 1", direct_one),
     )
-    for label, r in scenarios:
+    for label, r in [(label, r) for label, r in scenarios if r is not None]:
         steps = r["steps"]
         rows.append(
             f"| {label} | {r['books']:,} | {r.get('runs', '-')} | {r['seconds']:.1f} | {r['books'] / r['seconds']:.1f} | "
@@ -119,8 +123,9 @@ def main() -> None:
         f"`encode` of the same {bare['books']:,} summaries in one thread ({bare['seconds']:.1f} s): **{embed_ratio:.2f}×** (bar ≥ 0.8×)",
         f"- Dagster's overhead, (pipeline with 2 workers − direct calls with a pool of 2) / pipeline: **{overhead:.0%}** "
         "(bar ≤ 15%; below zero when two run processes outrun one process's pool)",
-        f"- the same, like for like, one worker each: (pipeline − direct calls with a pool of 1) / pipeline: **{overhead_one:.0%}**",
     ]
+    if overhead_one is not None:
+        rows.append(f"- the same, like for like, one worker each: (pipeline − direct calls with a pool of 1) / pipeline: **{overhead_one:.0%}**")
     table = "\n".join(rows)
     print("\n" + table)
     if not args.no_write:

@@ -18,6 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from engine.catalog.xlsx_reader import column_letters
+
 HEADERS = ["SKU", "Product Name", "Description", "Price", "Stock", "Active", "Color"]
 _WORDS = (
     "alpha beta gamma delta red blue green large small cotton steel wooden linen oak brass copper "
@@ -120,14 +122,6 @@ _SHEET_TAIL = "</sheetData></worksheet>"
 _NOTES = _SHEET_HEAD + '<row r="1"><c r="A1" t="inlineStr"><is><t>not the catalog</t></is></c></row>' + _SHEET_TAIL
 
 
-def _letters(index: int) -> str:
-    name = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        name = chr(65 + rest) + name
-    return name
-
 
 def write_xlsx(path: Path | str, rows: Iterable[list], *, headers: list = HEADERS, sheet: str = "Products") -> Path:
     """Rows of Python values (str, int, float, Decimal, bool, date, None) to a one-catalog workbook."""
@@ -152,7 +146,7 @@ def write_xlsx(path: Path | str, rows: Iterable[list], *, headers: list = HEADER
         with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as member:
             out = io.TextIOWrapper(member, encoding="utf-8")
             out.write(_SHEET_HEAD)
-            letters = [_letters(i) for i in range(64)]
+            letters = [column_letters(i) for i in range(64)]
             for number, values in enumerate(itertools.chain([headers], rows), 1):
                 cells = []
                 for col, value in enumerate(values):

@@ -406,7 +406,7 @@ def _match_cells(piece: str, prefix: str, rows_before: int, last_number: int) ->
             continue
         ordinals.append(ordinal)
         numbers.append(number)
-        letters_.append(_column_letters(col))
+        letters_.append(column_letters(col))
         kinds.append(kind or None)
         styles.append(style or None)
         contents.append(content)
@@ -416,7 +416,8 @@ def _match_cells(piece: str, prefix: str, rows_before: int, last_number: int) ->
     )
 
 
-def _column_letters(index: int) -> str:
+def column_letters(index: int) -> str:
+    """A spreadsheet column's letters from its 0-based index: 0 → A, 26 → AA."""
     name = ""
     index += 1
     while index:
