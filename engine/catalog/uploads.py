@@ -34,7 +34,10 @@ def upload_partition_key(key: str, etag: str, prefix: str) -> str | None:
     base = prefix.rstrip("/") + "/"
     if not key.startswith(base) or not is_upload_name(key):
         return None
-    return f"{_encode(key[len(base):], _SAFE_PATH)}@{_encode(etag, _SAFE_ETAG)}"
+    path = _encode(key[len(base):], _SAFE_PATH)
+    if path.startswith("/"):  # `uploads//a.csv`: a key that begins with a slash reads as absolute
+        path = "%2F" + path[1:]
+    return f"{path}@{_encode(etag, _SAFE_ETAG)}"
 
 
 def parse_upload_partition_key(partition_key: str, prefix: str) -> tuple[str, str]:

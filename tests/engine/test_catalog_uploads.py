@@ -17,6 +17,7 @@ PREFIX = "catalog/uploads"
         ("catalog/uploads/a..b.csv.gz", "e", "a%2E.b.csv.gz@e"),
         ("catalog/uploads/café.tsv", '"d41d8cd98f00b204e9800998ecf8427e-3"', "caf%C3%A9.tsv@%22d41d8cd98f00b204e9800998ecf8427e-3%22"),
         ("catalog/uploads/notes.pdf", "e", None),
+        ("catalog/uploads//0.csv", "0", "%2F0.csv@0"),  # found by hypothesis: an empty first segment
         ("catalog/uploads/.hidden.csv", "e", None),
         ("catalog/other/products.csv", "e", None),
     ],
