@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -97,7 +98,7 @@ class RateSettings:
         return (self.effective_burst - 1) * self.interval
 
 
-class Limiter:
+class Limiter(ABC):
     """`await acquire()` returns when this process may send its next request."""
 
     def __init__(self, settings: RateSettings, block: int):
@@ -161,9 +162,9 @@ class Limiter:
                 if not future.done():
                     future.set_exception(exc)
 
+    @abstractmethod
     async def _reserve_ahead(self, wanted: int) -> None:
-        """Reserve more times when the ones held run low."""
-        raise NotImplementedError
+        """Reserve more times when the ones held run low (in this process, or on Redis)."""
 
     async def close(self) -> None:
         if self._pacer is not None:
@@ -171,8 +172,9 @@ class Limiter:
             await asyncio.gather(self._pacer, return_exceptions=True)
         self._pacer = None
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The limiter as the run's metadata shows it (no secrets)."""
 
 
 class LocalLimiter(Limiter):
