@@ -175,7 +175,12 @@ def test_five_percent_mixed_transient_errors_end_with_every_record_enriched(api,
     assert (account.records, account.enriched, account.dead_letters) == (2000, 2000, 0) and account.complete
     assert set(stats.retries) == {"http_429", "http_500", "http_503", "timeout", "connection"}
     faults = api.stats()["faults"]
-    assert sum(stats.retries.values()) == sum(faults.values())  # every fault was retried, once each
+    # every injected fault was retried once; a response that is merely slow under load may also
+    # time out on the client, so timeouts can exceed the injected hangs, but nothing else may
+    injected_timeouts = faults.get("timeout", 0)
+    assert stats.retries["timeout"] >= injected_timeouts
+    others = {cause: n for cause, n in stats.retries.items() if cause != "timeout"}
+    assert sum(others.values()) == sum(faults.values()) - injected_timeouts
     assert stats.breaker_openings == 0
     enriched = read_folder(store, "out/f/enriched/").to_pylist()
     assert sorted(r["id"] for r in enriched) == sorted(ids)
