@@ -6,7 +6,7 @@ of FLOODGATE_BENCH_POSTGRES_URL (default: 127.0.0.1:5432, database test):
 - (a) executemany: psycopg's `executemany` of the one-row form of the same upsert
   (INSERT … ON CONFLICT (sku) DO UPDATE … WHERE the row differs), rows already in memory;
 - (b) bare COPY + upsert: COPY of the in-memory rows into the staging table (`write_row`),
-  then the pipeline's own upsert statement, in one transaction;
+  then the pipeline's own upsert statements (`apply_staged`), in one transaction;
 - (c) the pipeline: the `product_catalog` job run in a fresh process (`execute_in_process`,
   the four assets, Dagster's event log) from the CSV in a local object store to
   PostgreSQL: the first import, then a re-import of the unchanged file (a new upload of
@@ -117,7 +117,7 @@ def executemany(rows: list[tuple], schema: str) -> float:
 
 def bare_copy_upsert(rows: list[tuple], schema: str) -> float:
     """(b): COPY of in-memory rows into the staging table, then the pipeline's upsert statement."""
-    from engine.catalog.postgres_store import staging_sql, upsert_sql
+    from engine.catalog.postgres_store import apply_staged, staging_sql
     from engine.catalog.upsert import UpsertPlan
 
     plan = UpsertPlan(fields=FIELDS, attributes=["Color"])
@@ -131,8 +131,7 @@ def bare_copy_upsert(rows: list[tuple], schema: str) -> float:
             with cursor.copy(f"COPY staging ({columns}) FROM STDIN") as copy:
                 for number, row in enumerate(rows, 2):
                     copy.write_row((number, *row))
-            cursor.execute(upsert_sql(schema, "products", plan))
-            inserted, updated = cursor.fetchone()
+            inserted, updated = apply_staged(cursor, schema, "products", plan)
         seconds = time.perf_counter() - started
     assert inserted == len(rows), (inserted, updated)
     return seconds

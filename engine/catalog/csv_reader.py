@@ -44,8 +44,8 @@ class CsvSource:
         *,
         delimiter: str | None = None,
         exact: bool = False,
-        block_mb: float = 4.0,
-        batch_rows: int = 65_536,
+        block_mb: float = 0.25,
+        batch_rows: int = 16_384,
     ):
         self.stream, self.name, self.exact = stream, name, exact
         self.block_bytes = int(block_mb * (1 << 20))
@@ -104,19 +104,30 @@ class CsvSource:
             ),
         )
         next_row = self.header_row + 1
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
         while True:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
-                return
+                batch = None
             except pa.ArrowInvalid as exc:  # e.g. one record larger than a block
                 raise NeedsExactPass(str(exc)) from None
             if misfits:
                 raise NeedsExactPass(f"a row with {misfits[0]} cells where the header has {width}")
-            n = batch.num_rows
-            rows = pa.array(np.arange(next_row, next_row + n, dtype=np.int64))
-            next_row += n
-            yield RawBatch(rows, list(batch.columns), [], self.stream.bytes_read, self.stream.saw_nul)
+            if batch is not None and batch.num_rows:
+                pending.append(batch)
+                pending_rows += batch.num_rows
+            # small blocks keep pyarrow's read-ahead small; the validator gets them joined,
+            # since its cost per batch is mostly per call, not per row
+            if pending and (batch is None or pending_rows >= self.batch_rows):
+                columns = [pa.concat_arrays([b.column(i) for b in pending]) for i in range(width)]
+                rows = pa.array(np.arange(next_row, next_row + pending_rows, dtype=np.int64))
+                next_row += pending_rows
+                pending, pending_rows = [], 0
+                yield RawBatch(rows, columns, [], self.stream.bytes_read, self.stream.saw_nul)
+            if batch is None:
+                return
 
     # -- exact ----------------------------------------------------------------------------------
 

@@ -1,16 +1,25 @@
-"""The products table in PostgreSQL (psycopg 3): COPY into a staging table, one upsert.
+"""The products table in PostgreSQL (psycopg 3): COPY into a staging table, then apply.
 
 In one transaction: the validated rows are streamed with COPY (CSV written by Arrow, in C,
-a batch at a time) into a temporary staging table; then one statement
+a batch at a time) into a temporary staging table; then `apply_staged` runs
 
-    INSERT INTO products SELECT … FROM staging LEFT JOIN products …
-    WHERE the product is new or differs
-    ON CONFLICT (sku) DO UPDATE SET … WHERE the row still differs
+    CREATE TEMPORARY TABLE changes AS SELECT … FROM staging LEFT JOIN products …
+        WHERE the product is new or differs;
+    INSERT INTO products SELECT … FROM changes WHERE new;
+    UPDATE products … FROM changes WHERE not new AND the row still differs;
 
-applies them. The join leaves unchanged rows out before the INSERT sees them: ON CONFLICT
-DO UPDATE locks (and so writes) every conflicting row even when its WHERE is false, which
-made an unchanged re-import as slow as a first one. If anything fails, the connection
-drops, or the reject limit is hit, the transaction rolls back and the table is as before.
+One join finds what to write, so unchanged rows cost nothing but the join (no row
+version, no index entry), and new rows go in with a plain INSERT. The single statement
+this replaced, INSERT … ON CONFLICT (sku) DO UPDATE, paid for a speculative insertion per
+row: 4.5 s against 2.9 s for MERGE and about 3.3 s for these three on a first import of
+500k rows (MERGE would do, but PostgreSQL before 17 cannot say how many rows it inserted
+and how many it updated). ON CONFLICT is still the fallback: a writer outside floodgate
+that adds one of the upload's SKUs between the join and the INSERT makes the INSERT fail
+with a unique violation; it is rolled back to a savepoint and the ON CONFLICT statement
+applies the staging table instead.
+
+If anything fails, the connection drops, or the reject limit is hit, the transaction
+rolls back and the table is as before.
 """
 
 from __future__ import annotations
@@ -41,19 +50,10 @@ def _literal(text: str) -> str:
 
 
 def upsert_sql(schema: str, table: str, plan: UpsertPlan) -> str:
-    """The one statement that applies the staging table; returns (inserted, updated)."""
+    """One statement that applies the staging table with ON CONFLICT; returns (inserted,
+    updated). The fallback of `apply_staged`, and the whole of it for a file of SKUs only."""
     target = f"{check_identifier(schema)}.{check_identifier(table)}"
-    columns = list(plan.updatable)
-    values = [f"s.{c}" for c in columns]
-    differs = [f"o.{c} IS DISTINCT FROM s.{c}" for c in columns]
-    if plan.attributes:
-        pairs = ", ".join(f"{_literal(key)}, s.attr_{i}" for i, key in enumerate(plan.attributes))
-        columns.append("attributes")
-        # merged into what the product has; an empty cell (null) removes its key
-        values.append(f"jsonb_strip_nulls(coalesce(o.attributes, '{{}}'::jsonb) || jsonb_build_object({pairs}))")
-        # unchanged iff each of the file's keys has its cell's value (or is absent for an empty
-        # cell): compared as text, without building the merged object for every row
-        differs += [f"o.attributes ->> {_literal(key)} IS DISTINCT FROM s.attr_{i}" for i, key in enumerate(plan.attributes)]
+    columns, values = _columns_and_values(plan, "s", "o")
     if not columns:  # a file of SKUs only: new products are added, nothing else changes
         return f"""WITH upserted AS (
             INSERT INTO {target} (sku) SELECT s.sku FROM staging s
@@ -63,15 +63,85 @@ def upsert_sql(schema: str, table: str, plan: UpsertPlan) -> str:
     excluded = ", ".join(f"EXCLUDED.{c}" for c in columns)
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
     row = "ROW" if len(columns) == 1 else ""  # a one-column row needs the ROW keyword
+    # the join leaves unchanged rows out before the INSERT sees them: ON CONFLICT DO UPDATE
+    # locks (and so writes) every conflicting row even when its WHERE is false
     return f"""WITH upserted AS (
         INSERT INTO {target} AS p (sku, {", ".join(columns)})
         SELECT s.sku, {", ".join(values)}
         FROM staging s LEFT JOIN {target} o ON o.sku = s.sku
-        WHERE o.sku IS NULL OR {" OR ".join(differs)}
+        WHERE o.sku IS NULL OR {" OR ".join(_differs(plan, "s", "o"))}
         ON CONFLICT (sku) DO UPDATE SET {sets}
         WHERE {row}({existing}) IS DISTINCT FROM {row}({excluded})
         RETURNING (p.xmax = 0) AS inserted)
         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"""
+
+
+def _columns_and_values(plan: UpsertPlan, source: str, existing: str | None) -> tuple[list[str], list[str]]:
+    """The product columns the file sets, and their new values from the staged row `source`;
+    the file's attributes are merged into those of the product `existing` (None: a new
+    product), and an empty cell (null) removes its key."""
+    columns = list(plan.updatable)
+    values = [f"{source}.{c}" for c in columns]
+    if plan.attributes:
+        pairs = ", ".join(f"{_literal(key)}, {source}.attr_{i}" for i, key in enumerate(plan.attributes))
+        merged = f"coalesce({existing}.attributes, '{{}}'::jsonb) || " if existing else ""
+        columns.append("attributes")
+        values.append(f"jsonb_strip_nulls({merged}jsonb_build_object({pairs}))")
+    return columns, values
+
+
+def _differs(plan: UpsertPlan, staged: str, product: str) -> list[str]:
+    differs = [f"{product}.{c} IS DISTINCT FROM {staged}.{c}" for c in plan.updatable]
+    # unchanged iff each of the file's keys has its cell's value (or is absent for an empty
+    # cell): compared as text, without building the merged object for every row
+    differs += [f"{product}.attributes ->> {_literal(key)} IS DISTINCT FROM {staged}.attr_{i}"
+                for i, key in enumerate(plan.attributes)]
+    return differs
+
+
+def changes_sql(schema: str, table: str, plan: UpsertPlan) -> str:
+    """The staged rows that are new or differ from their product, marked new or not."""
+    target = f"{check_identifier(schema)}.{check_identifier(table)}"
+    return f"""CREATE TEMPORARY TABLE changes ON COMMIT DROP AS
+        SELECT s.*, o.sku IS NULL AS is_new FROM staging s LEFT JOIN {target} o ON o.sku = s.sku
+        WHERE o.sku IS NULL OR {" OR ".join(_differs(plan, "s", "o"))}"""
+
+
+def insert_new_sql(schema: str, table: str, plan: UpsertPlan) -> str:
+    target = f"{check_identifier(schema)}.{check_identifier(table)}"
+    columns, values = _columns_and_values(plan, "c", None)
+    return f"INSERT INTO {target} (sku, {', '.join(columns)}) SELECT c.sku, {', '.join(values)} FROM changes c WHERE c.is_new"
+
+
+def update_changed_sql(schema: str, table: str, plan: UpsertPlan) -> str:
+    target = f"{check_identifier(schema)}.{check_identifier(table)}"
+    columns, values = _columns_and_values(plan, "c", "p")
+    row = "ROW" if len(columns) == 1 else ""  # a one-column row needs the ROW keyword
+    # the row is compared again: a writer outside floodgate may have changed it since the join
+    return f"""UPDATE {target} AS p SET {", ".join(f"{c} = {v}" for c, v in zip(columns, values))}
+        FROM changes c WHERE c.sku = p.sku AND NOT c.is_new
+        AND {row}({", ".join(f"p.{c}" for c in columns)}) IS DISTINCT FROM {row}({", ".join(values)})"""
+
+
+def apply_staged(cursor, schema: str, table: str, plan: UpsertPlan) -> tuple[int, int]:
+    """Apply the staging table to the products (see the module's docstring): (inserted, updated)."""
+    import psycopg
+
+    if not plan.updatable and not plan.attributes:  # a file of SKUs only
+        cursor.execute(upsert_sql(schema, table, plan))
+        return cursor.fetchone()
+    cursor.execute(changes_sql(schema, table, plan))
+    if cursor.rowcount == 0:  # an unchanged re-import ends here
+        return 0, 0
+    try:
+        with cursor.connection.transaction():  # a savepoint
+            cursor.execute(insert_new_sql(schema, table, plan))
+            inserted = cursor.rowcount
+            cursor.execute(update_changed_sql(schema, table, plan))
+            return inserted, cursor.rowcount
+    except psycopg.errors.UniqueViolation:  # another writer added one of the SKUs meanwhile
+        cursor.execute(upsert_sql(schema, table, plan))
+        return cursor.fetchone()
 
 
 def staging_sql(plan: UpsertPlan) -> str:
@@ -174,8 +244,9 @@ class PostgresStaging:
                 cursor.execute("ANALYZE staging")
             self.counts.copy_seconds = time.perf_counter() - self._started
             started = time.perf_counter()
-            cursor.execute(upsert_sql(self.catalog.schema, self.catalog.table, self.plan))
-            self.counts.inserted, self.counts.updated = cursor.fetchone()
+            self.counts.inserted, self.counts.updated = apply_staged(
+                cursor, self.catalog.schema, self.catalog.table, self.plan
+            )
         self._close(failed=False)  # commits
         self.counts.upsert_seconds = time.perf_counter() - started
         self.counts.unchanged = self.counts.staged - self.counts.inserted - self.counts.updated

@@ -46,7 +46,7 @@ class ReadOptions:
     encoding: str | None = None  # None: detected
     delimiter: str | None = None  # None: sniffed
     sheet: str | None = None  # .xlsx: None is the first sheet
-    block_mb: float = 2.0  # CSV bytes parsed per batch: memory against per-batch overhead
+    block_mb: float = 0.25  # CSV bytes per read block (csv_reader: read-ahead memory, longest record)
     parquet_compression: str = "none"
 
 

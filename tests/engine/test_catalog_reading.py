@@ -12,6 +12,7 @@ import zipfile
 from datetime import date
 from decimal import Decimal
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -182,9 +183,15 @@ def test_a_file_without_a_sku_column_names_what_it_found():
 
 def test_the_csv_reader_streams_in_bounded_batches():
     data = (HEADER + "".join(f"A{i},{'x' * 100},{i}\n" for i in range(30_000))).encode()
-    source = CsvSource(Utf8Stream(io.BytesIO(data), "big.csv"), "big.csv", block_mb=0.25)
-    sizes = [len(b.rows) for b in source.batches()]
-    assert sum(sizes) == 30_000 and len(sizes) > 5 and max(sizes) < 3_000
+    source = CsvSource(Utf8Stream(io.BytesIO(data), "big.csv"), "big.csv", block_mb=0.25, batch_rows=4_000)
+    batches = list(source.batches())
+    sizes = [len(b.rows) for b in batches]
+    # blocks of 0.25 MB (about 2,100 of these rows) are joined until a batch has 4,000 rows
+    assert sum(sizes) == 30_000 and len(sizes) > 5 and max(sizes) < 4_000 + 2_200
+    assert all(size >= 4_000 for size in sizes[:-1])
+    numbers = np.concatenate([b.rows.to_numpy() for b in batches])
+    assert (numbers == np.arange(2, 30_002)).all()  # rows keep their numbers across joined blocks
+    assert [b.columns[0][0].as_py() for b in batches[:2]] == ["A0", f"A{sizes[0]}"]
 
 
 # -- .xlsx ---------------------------------------------------------------------------------------

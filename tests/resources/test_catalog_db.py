@@ -168,8 +168,9 @@ def test_an_error_while_staging_leaves_the_table_as_it_was(database):
 
 
 def test_a_connection_killed_during_the_upsert_leaves_the_table_as_it_was(postgres_database):
-    """pg_terminate_backend from another connection while the upsert statement runs (it waits
-    on a row another transaction holds, so the kill lands mid-statement, every time)."""
+    """pg_terminate_backend from another connection while the upsert runs: after the new rows
+    are inserted, its UPDATE waits on a row another transaction holds, so the kill lands
+    mid-statement, every time."""
     import psycopg
 
     database = postgres_database
@@ -189,19 +190,57 @@ def test_a_connection_killed_during_the_upsert_leaves_the_table_as_it_was(postgr
         thread = threading.Thread(target=upload)
         thread.start()
         pid, deadline = None, time.monotonic() + 60
-        while pid is None and time.monotonic() < deadline:  # wait for the upsert to block on the row
+        while pid is None and time.monotonic() < deadline:  # wait for the update to block on the row
             row = watcher.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = 'floodgate-catalog' "
-                "AND wait_event_type = 'Lock' AND query LIKE 'WITH upserted AS%%'"
+                "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE %%'"
             ).fetchone()
             pid = row[0] if row else None
-        assert pid is not None, "the upsert never waited on the held row"
+        assert pid is not None, "the update never waited on the held row"
         assert watcher.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
         thread.join(60)
         holder.rollback()
     assert failure and isinstance(failure[0], psycopg.OperationalError)
     assert snapshot(database) == before  # prices, timestamps and row versions all as before
     assert database.apply([batch([product(i, price=Decimal("7.77")) for i in range(300)])], plan).staged == 300
+
+
+def test_a_sku_another_writer_adds_during_the_upload_is_updated_not_a_failure(postgres_database):
+    """An application outside floodgate inserts S0005 after the upload's join has marked it
+    new: the upload's INSERT waits on that row, then meets a unique violation when it commits.
+    The upload falls back to ON CONFLICT and applies every row, S0005 included."""
+    import psycopg
+
+    database = postgres_database
+    plan = UpsertPlan(fields=FULL, attributes=[])
+    database.migrate()
+    outcome: list = []
+
+    def upload():
+        try:
+            outcome.append(database.apply([batch([product(i, name="uploaded") for i in range(10)])], plan))
+        except BaseException as exc:  # noqa: BLE001 - what the upload raised is the result
+            outcome.append(exc)
+
+    with psycopg.connect(database.url) as writer, psycopg.connect(database.url, autocommit=True) as watcher:
+        writer.execute(f"INSERT INTO {database.db_schema}.products (sku, name) VALUES ('S0005', 'by the app')")
+        thread = threading.Thread(target=upload)
+        thread.start()
+        pid, deadline = None, time.monotonic() + 60
+        while pid is None and time.monotonic() < deadline:  # the upload's INSERT waits on the app's row
+            row = watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'floodgate-catalog' "
+                "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO %%changes%%'"
+            ).fetchone()
+            pid = row[0] if row else None
+        assert pid is not None, "the upload's insert never waited on the app's row"
+        writer.commit()
+        thread.join(60)
+    (counts,) = outcome
+    assert not isinstance(counts, BaseException), counts
+    assert (counts.inserted, counts.updated, counts.unchanged) == (9, 1, 0)
+    rows = database.rows()
+    assert [r["sku"] for r in rows] == [f"S{i:04d}" for i in range(10)] and {r["name"] for r in rows} == {"uploaded"}
 
 
 def test_describe_never_shows_the_password():
