@@ -5,6 +5,7 @@ import dagster as dg
 from assets import books, catalog, enrichment, search_terms
 from engine.memory import return_freed_memory
 from orchestration.event_log import enable_event_batches
+from orchestration.executors import executor_from_env
 from orchestration.deployment import resources
 from orchestration.schedules import search_terms_weekly_schedule
 from orchestration.books_sensor import books_partitions_sensor
@@ -25,8 +26,7 @@ defs = dg.Definitions.merge(
         resources=resources(),
         schedules=[search_terms_weekly_schedule],
         sensors=[search_terms_report_sensor, books_partitions_sensor],
-        # Backfills run the implicit asset job: its steps hand each other files, so a
-        # process per step would only add start-up time (and the embedder's load) to each.
-        executor=dg.in_process_executor,
+        # in the run's process unless FLOODGATE_EXECUTOR says otherwise (orchestration/executors.py)
+        executor=executor_from_env(),
     ),
 )

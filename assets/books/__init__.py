@@ -9,7 +9,6 @@ ASSETS = [book_text, book_summary, book_embedding, book_search_index]
 books_job = dg.define_asset_job(
     "books",
     selection=dg.AssetSelection.groups(GROUP),
-    executor_def=dg.in_process_executor,  # steps share the run's process (and its loaded model); pools are per step
     description="Summarize, embed and index a batch of books (one run per batch of partitions).",
 )
 

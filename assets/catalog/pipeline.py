@@ -195,6 +195,9 @@ def _reject_lines(summary: ValidationSummary) -> str:
     partitions_def=catalog_uploads,
     group_name=GROUP,
     can_subset=True,
+    # uploads to one table apply one at a time anyway (an advisory lock): the pool keeps the
+    # next one queued instead of holding a run slot while it waits for the lock
+    pool="product_database",
     specs=[
         dg.AssetSpec(
             VALIDATED,

@@ -13,7 +13,6 @@ ASSETS = [enrichment_input, enriched_records]
 enrichment_job = dg.define_asset_job(
     "enrichment",
     selection=dg.AssetSelection.groups(GROUP),
-    executor_def=dg.in_process_executor,  # one process: the input check then the enrichment
     description="Check an input file, then enrich its records through the API (one run per file or batch of files).",
 )
 

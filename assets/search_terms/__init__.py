@@ -8,12 +8,11 @@ from assets.search_terms.warehouse_table import search_terms_top3_table
 
 ASSETS = [search_terms_report, parse_search_terms, search_terms_top3_table]
 
-# Steps run one after another in one process: each streams files the next one reads, so
-# separate processes would only add start-up time.
+# Steps run one after another where FLOODGATE_EXECUTOR says (orchestration/executors.py):
+# in the run's own process by default, since each streams files the next one reads.
 search_terms_job = dg.define_asset_job(
     "search_terms_weekly",
     selection=dg.AssetSelection.groups(GROUP),
-    executor_def=dg.in_process_executor,
     description="Load one week of Amazon Search Terms into the warehouse's top-3 table.",
 )
 
