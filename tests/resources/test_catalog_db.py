@@ -167,6 +167,21 @@ def test_an_error_while_staging_leaves_the_table_as_it_was(database):
     assert snapshot(database) == before
 
 
+def upload_waiting_on_a_lock(watcher, statement_like: str, timeout: float = 60.0) -> int | None:
+    """The backend pid of the upload's statement (a LIKE pattern) once it waits on a row
+    lock, polled from another connection; None when it never does within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = watcher.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'floodgate-catalog' "
+            "AND wait_event_type = 'Lock' AND query LIKE %s",
+            (statement_like,),
+        ).fetchone()
+        if row:
+            return row[0]
+    return None
+
+
 def test_a_connection_killed_during_the_upsert_leaves_the_table_as_it_was(postgres_database):
     """pg_terminate_backend from another connection while the upsert runs: after the new rows
     are inserted, its UPDATE waits on a row another transaction holds, so the kill lands
@@ -189,13 +204,7 @@ def test_a_connection_killed_during_the_upsert_leaves_the_table_as_it_was(postgr
         holder.execute(f"SELECT 1 FROM {database.db_schema}.products WHERE sku = 'S0150' FOR UPDATE")
         thread = threading.Thread(target=upload)
         thread.start()
-        pid, deadline = None, time.monotonic() + 60
-        while pid is None and time.monotonic() < deadline:  # wait for the update to block on the row
-            row = watcher.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'floodgate-catalog' "
-                "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE %%'"
-            ).fetchone()
-            pid = row[0] if row else None
+        pid = upload_waiting_on_a_lock(watcher, "UPDATE %")
         assert pid is not None, "the update never waited on the held row"
         assert watcher.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
         thread.join(60)
@@ -226,13 +235,7 @@ def test_a_sku_another_writer_adds_during_the_upload_is_updated_not_a_failure(po
         writer.execute(f"INSERT INTO {database.db_schema}.products (sku, name) VALUES ('S0005', 'by the app')")
         thread = threading.Thread(target=upload)
         thread.start()
-        pid, deadline = None, time.monotonic() + 60
-        while pid is None and time.monotonic() < deadline:  # the upload's INSERT waits on the app's row
-            row = watcher.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'floodgate-catalog' "
-                "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO %%changes%%'"
-            ).fetchone()
-            pid = row[0] if row else None
+        pid = upload_waiting_on_a_lock(watcher, "INSERT INTO %changes%")
         assert pid is not None, "the upload's insert never waited on the app's row"
         writer.commit()
         thread.join(60)
