@@ -33,7 +33,7 @@ class EnrichmentApi(dg.ConfigurableResource):
     auth_header: str = D["auth_header"]
     auth_scheme: str = Field(default=D["auth_scheme"], description='"Bearer" → "Bearer <key>"; "" → the bare key.')
     rate: float = Field(default=D["rate"], description="The API's limit in requests per second (per 1-second window); 0: no limit.")
-    burst: Optional[int] = Field(default=None, description="Sends an idle client may release at once (unset: 5 ms of the rate); at most headroom * rate / 2.")
+    burst: Optional[int] = Field(default=None, description="Sends an idle client may release at once (unset: 10 ms of the rate); at most headroom * rate / 2.")
     headroom: float = Field(default=D["headroom"], description="Share of the rate left unused for arrival jitter.")
     max_lag_seconds: float = D["max_lag_seconds"]
     concurrency: int = Field(default=D["concurrency"], description="Requests in flight at once (and pooled connections).")

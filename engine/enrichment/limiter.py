@@ -19,11 +19,16 @@ moments requests are released, which is what a server counting per second sees:
   release at most rate' * (1 + max_lag) + burst in any window.
 
 Choosing the numbers (defaults at 5,000/s): the schedule runs `headroom` (2%) under the
-limit, 4,900/s; the burst is 5 ms of it (25; asyncio timers are millisecond-grained, so
-the pacer wakes about once a millisecond and needs a few sends of catch-up each time);
-`max_lag` is 5 ms. Worst case 4,900 * 1.005 + 25 = 4,950 releases in a window, which
-leaves 50 (10 ms) for arrival jitter on the network and in the server before its count
-reaches 5,000. A larger burst must fit in the headroom: burst <= headroom * rate / 2.
+limit, 4,900/s. The burst is 10 ms of it (49), and at most headroom * rate / 2: it is the
+pacer's allowance for waking late. asyncio timers are millisecond-grained, and the event
+loop stops now and then (a young-generation garbage collection, a thread holding the GIL
+for a Parquet conversion: a few to 15 ms on a loaded 2-core machine); a time the pacer
+could not release within the burst is forfeited. A 5-ms burst forfeited 3-4% of the
+schedule at 5,000/s, and 6-8% before run.py kept the collector's long pauses off the loop.
+`max_lag` is 5 ms. Worst case in-process 4,900 + 49 = 4,949 releases in a
+window, which leaves 51 (10 ms) for arrival jitter on the network and in the server
+before its count reaches 5,000; through Redis 4,900 * 1.005 + 49 = 4,973, which leaves 27
+(5 ms). A larger burst must fit in the headroom: burst <= headroom * rate / 2.
 
 Why its own code and not a library:
 - aiolimiter holds its bucket in one process; the issue needs one budget across runs.
@@ -64,7 +69,7 @@ return string.format('%.6f', tat - now)
 @dataclass(frozen=True)
 class RateSettings:
     rate: float  # the API's limit, requests per 1-second window
-    burst: int | None = None  # None: 5 ms of the scheduled rate (at least 1)
+    burst: int | None = None  # None: 10 ms of the scheduled rate, at most headroom * rate / 2 (at least 1)
     headroom: float = 0.02  # share of `rate` left unused: burst, lag and arrival jitter
     max_lag: float = 0.005  # seconds a reserved time may pass before it is dropped (Redis)
 
@@ -91,7 +96,9 @@ class RateSettings:
 
     @property
     def effective_burst(self) -> int:
-        return self.burst if self.burst is not None else max(1, int(self.schedule_rate * 0.005))
+        if self.burst is not None:
+            return self.burst
+        return max(1, int(min(self.schedule_rate * 0.01, self.headroom * self.rate / 2)))
 
     @property
     def tau(self) -> float:
@@ -127,6 +134,11 @@ class Limiter(ABC):
     async def _pace(self) -> None:
         waiters, times = self._waiters, self._times
         max_lag = self.settings.max_lag
+        # The loop's timers are millisecond-grained: a shorter sleep ends at the loop's next
+        # iteration, a wake-up (and a loop iteration) per send at thousands a second. Sleeping
+        # at least 1 ms releases several sends per wake-up, up to 1 ms late: inside the burst,
+        # so nothing is forfeited (and inside max_lag). A burst under 1 ms keeps exact sleeps.
+        min_pause = min(0.001, self.settings.tau)
         try:
             while True:
                 while waiters and waiters[0].done():  # cancelled waiters need no time
@@ -146,7 +158,7 @@ class Limiter(ABC):
                 if not times:
                     continue
                 if times[0] > now:
-                    await asyncio.sleep(times[0] - now)
+                    await asyncio.sleep(max(times[0] - now, min_pause))
                     continue
                 while times and times[0] <= now and waiters:
                     future = waiters.popleft()

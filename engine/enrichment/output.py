@@ -165,7 +165,7 @@ def enriched_table(chunk, rows: list[int], answers: list[dict], columns: dict[st
     else:
         table = pa.table({})
     for column in response_columns:
-        values = [a.get(column) for a in answers]
+        values = list(map(itemgetter(column), answers))  # fields_of gives every column
         kind = columns[column]
         array = pa.array(values, _TYPES[kind]) if kind else _array_of(values)
         table = table.append_column(column, array) if table.num_columns else pa.table({column: array})
@@ -179,10 +179,9 @@ def table_of(records: list[dict[str, Any]]) -> pa.Table:
         return pa.table({})
     first = records[0].keys()
     if all(r.keys() == first for r in records):
-        # the usual case, every record with the same fields: columns by C-level loops
-        names = list(first)
-        columns = zip(*map(itemgetter(*names), records)) if len(names) > 1 else [[r[names[0]] for r in records]]
-        return pa.table({name: _array_of(list(values)) for name, values in zip(names, columns)})
+        # the usual case, every record with the same fields: each column by a C-level loop
+        # (a transposition, zip(*rows), took twice as long as all the Arrow conversions)
+        return pa.table({name: _array_of(list(map(itemgetter(name), records))) for name in first})
     names = list(dict.fromkeys(k for r in records for k in r))
     return pa.table({name: _array_of([r.get(name) for r in records]) for name in names})
 

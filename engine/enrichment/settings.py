@@ -25,7 +25,7 @@ FLAT_DEFAULTS: dict[str, Any] = {
     "auth_header": "Authorization",
     "auth_scheme": "Bearer",
     "rate": 5000.0,  # the API's limit, requests per second; 0: no limit
-    "burst": None,  # None: 5 ms of the rate (limiter.py says why)
+    "burst": None,  # None: 10 ms of the rate (limiter.py says why)
     "headroom": 0.02,
     "max_lag_seconds": 0.005,
     "concurrency": 128,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +16,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from assets import enrichment
 from assets.enrichment.settings import EnrichmentSettings
-from local_services.enrichment_api_server import ServerConfig, api_server_process, expected_fields
+from enrichment_api_fixtures import api, server  # noqa: F401 - pytest fixtures
+from local_services.enrichment_api_server import expected_fields
 from orchestration.enrichment_sensor import enrichment_files_sensor
 from partitions.enrichment import enrichment_files
 from resources.enrichment_api import EnrichmentApi
@@ -28,19 +28,6 @@ REQUEST_METADATA = {
     "requests", "requests_per_second", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
     "retries", "retries_by_cause", "breaker_openings", "dead_letters_by_reason",
 }
-
-
-@pytest.fixture(scope="module")
-def server():
-    with api_server_process(ServerConfig()) as handle:
-        yield handle
-
-
-@pytest.fixture
-def api(server):
-    server.configure(**asdict(ServerConfig()))
-    server.reset()
-    return server
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ malformed input; settings changes redo chunks.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 import os
@@ -25,7 +27,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,24 +37,11 @@ from conftest import require_service
 from engine.enrichment.limiter import redacted_url
 from engine.enrichment.run import EnrichmentFailed, FileSettings, enrich_file, enrich_file_async, run_async
 from engine.enrichment.settings import api_settings, request_template
-from local_services.enrichment_api_server import ServerConfig, api_server_process, expected_fields
+from enrichment_api_fixtures import api, server  # noqa: F401 - pytest fixtures
+from local_services.enrichment_api_server import expected_fields
 from resources.object_store import LocalDirectoryObjectStore
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with api_server_process(ServerConfig()) as handle:
-        yield handle
-
-
-@pytest.fixture
-def api(server):
-    """The server, reset to a clean config and zero counts for this test."""
-    server.configure(**asdict(ServerConfig()))
-    server.reset()
-    return server
 
 
 @pytest.fixture
@@ -80,6 +68,41 @@ def limiter_key(redis_url):
     key = f"floodgate-test:{uuid.uuid4().hex}:rate"
     yield key
     redis.Redis.from_url(redis_url).delete(key)
+
+
+def interpreter_state() -> tuple:
+    return sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count()
+
+
+def test_run_async_tunes_the_interpreter_while_runs_last_and_puts_it_back():
+    """Two runs in threads: the GIL switch interval and the collector stay tuned until the
+    second ends (the first to end must not undo them under the other), then are as before."""
+    before = interpreter_state()
+    inside = threading.Barrier(3)
+    finish = {"a": threading.Event(), "b": threading.Event()}
+    seen = {}
+
+    def one(name: str) -> None:
+        async def body():
+            loop = asyncio.get_running_loop()
+            seen[name] = interpreter_state()
+            await loop.run_in_executor(None, inside.wait)
+            await loop.run_in_executor(None, finish[name].wait)
+
+        run_async(body())
+
+    threads = {name: threading.Thread(target=one, args=(name,)) for name in finish}
+    for thread in threads.values():
+        thread.start()
+    inside.wait(timeout=30)
+    finish["a"].set()
+    threads["a"].join(30)
+    assert interpreter_state()[:2] == seen["b"][:2]  # b still runs: still tuned
+    finish["b"].set()
+    threads["b"].join(30)
+    for interval, thresholds, frozen in seen.values():
+        assert interval <= 0.001 and thresholds[0] >= 20_000 and frozen > before[2]
+    assert interpreter_state() == before
 
 
 def write_ndjson(store, key: str, n: int, prefix: str = "r", **extra) -> list[str]:
