@@ -1,14 +1,26 @@
 """The enrichment pipeline: input files → enriched records (+ dead letters), through a
-rate-limited HTTP API (engine/enrichment)."""
+rate-limited HTTP API (engine/enrichment).
+
+ENRICHMENT_ENGINE chooses, when the code location loads, what makes enriched_records:
+`python` (the default: the engine in the step's process) or `spark` (the same engine on
+Spark tasks, launched through Dagster Pipes: assets/enrichment/spark.py)."""
+
+import os
 
 import dagster as dg
 
 from assets.enrichment.pipeline import GROUP, enriched_records, enrichment_input
 from assets.enrichment.settings import enrichment_settings_from_environment
+from assets.enrichment.spark import enriched_records_on_spark
 from orchestration.enrichment_sensor import enrichment_files_sensor
 from resources.enrichment_api import enrichment_api_from_environment
 
-ASSETS = [enrichment_input, enriched_records]
+ENGINES = {"python": enriched_records, "spark": enriched_records_on_spark}
+ENGINE = os.environ.get("ENRICHMENT_ENGINE", "python").strip().lower() or "python"
+if ENGINE not in ENGINES:
+    raise ValueError(f"ENRICHMENT_ENGINE must be one of {', '.join(ENGINES)}, not {ENGINE!r}")
+
+ASSETS = [enrichment_input, ENGINES[ENGINE]]
 
 enrichment_job = dg.define_asset_job(
     "enrichment",
@@ -21,6 +33,9 @@ enrichment_job = dg.define_asset_job(
 RESOURCES = {
     "enrichment_settings": enrichment_settings_from_environment(),
     "enrichment_api": enrichment_api_from_environment(),
+    # launches the Spark stage (ENRICHMENT_ENGINE=spark): a local subprocess; production
+    # swaps in dagster-aws' PipesGlueClient (docs/DEPLOYMENT.md)
+    "enrichment_spark": dg.PipesSubprocessClient(),
 }
 
 defs = dg.Definitions(assets=ASSETS, jobs=[enrichment_job], sensors=[enrichment_files_sensor], resources=RESOURCES)

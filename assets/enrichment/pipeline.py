@@ -75,8 +75,10 @@ def enrichment_input(
     )
 
 
-@dg.multi_asset(
+# enriched_records and its Spark twin (assets/enrichment/spark.py) make the same assets and checks
+ENRICHED_RECORDS = dict(
     **_PARTITIONED,
+    name="enriched_records",
     specs=[
         dg.AssetSpec(
             ENRICHED,
@@ -103,6 +105,9 @@ def enrichment_input(
     ],
     pool="enrichment_api",  # runs share one API budget; with Redis they may also run at once
 )
+
+
+@dg.multi_asset(**ENRICHED_RECORDS)
 def enriched_records(
     context: dg.AssetExecutionContext,
     object_store: ObjectStore,
@@ -132,7 +137,13 @@ def enriched_records(
                 f"{result.stats.requests:,} requests at {result.stats.requests_per_second:,.0f}/s"
             )
             results.append((partition, result))
+    yield from outcome(results, measure, settings, object_store)
 
+
+def outcome(
+    results: list[tuple[str, FileResult]], measure: StepMeasure, settings: EnrichmentSettings, object_store: ObjectStore
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The two materializations and two checks of enriched_records, from each file's result."""
     stats = RequestStats()
     for _, result in results:
         stats.merge(result.stats)

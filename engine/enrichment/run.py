@@ -137,8 +137,15 @@ def enrich_file(
     *,
     logger: logging.Logger | Any = log,
     seed: int | None = None,
+    only_chunks: Callable[[int], bool] | None = None,
+    summarize: bool = True,
 ) -> FileResult:
-    return run_async(enrich_file_async(store, input_key, fmt, output_prefix, api, template, settings, logger=logger, seed=seed))
+    return run_async(
+        enrich_file_async(
+            store, input_key, fmt, output_prefix, api, template, settings,
+            logger=logger, seed=seed, only_chunks=only_chunks, summarize=summarize,
+        )
+    )
 
 
 async def enrich_file_async(
@@ -152,21 +159,18 @@ async def enrich_file_async(
     *,
     logger: logging.Logger | Any = log,
     seed: int | None = None,
+    only_chunks: Callable[[int], bool] | None = None,
+    summarize: bool = True,
 ) -> FileResult:
+    """Enrich the file's chunks (those `only_chunks` accepts, when it is given: one worker's
+    share, engine/enrichment/spark_stage.py) and, with `summarize`, make the file's account
+    and summary (`finish_file`); without it the account covers what is written so far."""
     started, cpu_started = time.perf_counter(), time.process_time()
     info = store.stat(input_key)
     if info is None:
         raise FileNotFoundError(f"no input {store.uri(input_key)}")
     layout = OutputLayout(output_prefix.rstrip("/"))
-    print_fingerprint = fingerprint(
-        etag=info.etag,
-        size=info.size,
-        format=fmt,
-        chunk_rows=settings.chunk_rows,
-        id_field=settings.id_field,
-        keep_input_fields=settings.keep_input_fields,
-        template={k: v for k, v in template.__dict__.items() if not k.startswith("_")},
-    )
+    print_fingerprint = file_fingerprint(info, fmt, settings, template)
     columns = template.columns()
     name = store.uri(input_key)
     limiter = make_limiter(api)
@@ -184,6 +188,8 @@ async def enrich_file_async(
             for chunk in reader_chunks:
                 chunk_count += 1
                 records += chunk.rows
+                if only_chunks is not None and not only_chunks(chunk.index):
+                    continue  # another worker's: counted, not sent
                 manifest = read_manifest(store, layout, chunk.index)
                 if manifest is not None and manifest.fingerprint == print_fingerprint and manifest.rows == chunk.rows:
                     skipped["chunks"] += 1
@@ -246,6 +252,43 @@ async def enrich_file_async(
             f"+ {summary['unfinished']:,} unfinished (not written; a retry sends them) = {summary['records']:,} records"
         )
         raise EnrichmentFailed(message, result) from failure
+    if not summarize:
+        return result
+    return _summarized(store, layout, name, result, chunk_count)
+
+
+def file_fingerprint(info, fmt: str, settings: FileSettings, template: RequestTemplate) -> str:
+    """What a chunk's manifest must match to count as written for this input and these
+    settings (a changed file or template re-sends everything)."""
+    return fingerprint(
+        etag=info.etag,
+        size=info.size,
+        format=fmt,
+        chunk_rows=settings.chunk_rows,
+        id_field=settings.id_field,
+        keep_input_fields=settings.keep_input_fields,
+        template={k: v for k, v in template.__dict__.items() if not k.startswith("_")},
+    )
+
+
+def finish_file(
+    store, input_key: str, fmt: str, output_prefix: str, template: RequestTemplate, settings: FileSettings,
+    records: int, chunks: int, stats: RequestStats, *, seconds: float, limiter: str,
+) -> FileResult:
+    """The file's account and summary once every worker has written its chunks (Spark's
+    driver, engine/enrichment/spark_stage.py); EnrichmentFailed when they do not cover it."""
+    info = store.stat(input_key)
+    if info is None:
+        raise FileNotFoundError(f"no input {store.uri(input_key)}")
+    layout = OutputLayout(output_prefix.rstrip("/"))
+    result_account = account(store, layout, input_key, records, chunks, file_fingerprint(info, fmt, settings, template))
+    result = FileResult(result_account, stats, seconds, limiter)
+    return _summarized(store, layout, store.uri(input_key), result, chunks)
+
+
+def _summarized(store, layout: OutputLayout, name: str, result: FileResult, chunk_count: int) -> FileResult:
+    """Check the account, drop results of chunks past the file's end, write the summary."""
+    result_account, stats = result.account, result.stats
     removed = remove_chunks_from(store, layout, chunk_count)
     if not result_account.complete or not result_account.balanced:
         raise EnrichmentFailed(f"{name}: the written chunks do not account for every record: {result_account.as_dict()}", result)
