@@ -14,6 +14,7 @@ from assets.enrichment.settings import enrichment_settings_from_environment
 from assets.enrichment.spark import enriched_records_on_spark
 from orchestration.enrichment_sensor import enrichment_files_sensor
 from resources.enrichment_api import enrichment_api_from_environment
+from resources.spark_stage import spark_stage_from_environment
 
 ENGINES = {"python": enriched_records, "spark": enriched_records_on_spark}
 ENGINE = os.environ.get("ENRICHMENT_ENGINE", "python").strip().lower() or "python"
@@ -33,9 +34,7 @@ enrichment_job = dg.define_asset_job(
 RESOURCES = {
     "enrichment_settings": enrichment_settings_from_environment(),
     "enrichment_api": enrichment_api_from_environment(),
-    # launches the Spark stage (ENRICHMENT_ENGINE=spark): a local subprocess; production
-    # swaps in dagster-aws' PipesGlueClient (docs/DEPLOYMENT.md)
-    "enrichment_spark": dg.PipesSubprocessClient(),
+    "enrichment_spark": spark_stage_from_environment(),  # used with ENRICHMENT_ENGINE=spark
 }
 
 defs = dg.Definitions(assets=ASSETS, jobs=[enrichment_job], sensors=[enrichment_files_sensor], resources=RESOURCES)

@@ -2,16 +2,15 @@
 with the calling done by engine/enrichment/spark_stage.py through Dagster Pipes.
 
 Chosen with ENRICHMENT_ENGINE=spark (assets/enrichment/__init__.py). The `enrichment_spark`
-resource launches the stage: here a `dg.PipesSubprocessClient` running it with Spark in
-local mode; in production a `PipesGlueClient` (dagster-aws) running it as a Glue job, with
-the same extras (docs/DEPLOYMENT.md). The stage reports each file's result as a Pipes
-message; this step turns them into the materializations and checks the single-process
-step makes. Spark's tasks share the API's rate through Redis, so without REDIS_URL the
-stage runs one task: more would each hold the whole budget.
+resource (resources/spark_stage.py) launches the stage: a subprocess with Spark in local
+mode, or a Glue job run through dagster-aws' `PipesGlueClient`, with the same extras. The
+stage reports each file's result as a Pipes message; this step turns them into the
+materializations and checks the single-process step makes. Spark's tasks share the API's
+rate through Redis, so without REDIS_URL the stage runs one task: more would each hold
+the whole budget.
 """
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +24,9 @@ from engine.enrichment.spark_stage import decode_result
 from engine.measure import StepMeasure
 from resources.enrichment_api import SECRET_VARIABLES, EnrichmentApi
 from resources.object_store import LocalDirectoryObjectStore, ObjectStore
+from resources.spark_stage import SparkStage
 
-ROOT = Path(__file__).resolve().parents[2]
 SPARK_TASKS_VARIABLE = "ENRICHMENT_SPARK_TASKS"
-SPARK_MASTER_VARIABLE = "ENRICHMENT_SPARK_MASTER"
 
 
 def store_spec(store: ObjectStore) -> dict:
@@ -62,7 +60,6 @@ def stage_spec(context, store: ObjectStore, settings: EnrichmentSettings, api: E
         "redis_url_variable": SECRET_VARIABLES["redis_url"] if shared else None,
         "file_settings": {name: getattr(file_settings, name) for name in file_settings.__dataclass_fields__},
         "tasks": tasks,
-        "spark_master": os.environ.get(SPARK_MASTER_VARIABLE, f"local[{max(2, tasks)}]"),
     }
 
 
@@ -72,17 +69,12 @@ def enriched_records_on_spark(
     object_store: ObjectStore,
     enrichment_settings: EnrichmentSettings,
     enrichment_api: EnrichmentApi,
-    enrichment_spark: dg.PipesSubprocessClient,
+    enrichment_spark: SparkStage,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    context.log.info(f"enrichment API: {enrichment_api.describe()}, on Spark")
+    context.log.info(f"enrichment API: {enrichment_api.describe()}, on Spark: {enrichment_spark.describe()}")
     spec = stage_spec(context, object_store, enrichment_settings, enrichment_api)
     with StepMeasure() as measure:
-        invocation = enrichment_spark.run(
-            context=context,
-            command=[sys.executable, "-m", "engine.enrichment.spark_stage"],
-            extras=spec,
-            cwd=str(ROOT),
-        )
+        invocation = enrichment_spark.launch(context, spec)
     results: list[tuple[str, FileResult]] = [
         (message["partition"], decode_result(message["result"])) for message in invocation.get_custom_messages()
     ]

@@ -99,15 +99,33 @@ def decode_result(text: str) -> FileResult:
     return pickle.loads(base64.b64decode(text))  # noqa: S301 - our own process's message
 
 
-def main() -> None:
+def open_pipes():
+    """Pipes as the launcher set it up: a Glue job run gets its bootstrap as command-line
+    arguments and exchanges the context and messages through S3 (resources/spark_stage.py);
+    a local subprocess gets it in its environment."""
     from dagster_pipes import open_dagster_pipes
+
+    if any(arg.startswith("--dagster-pipes-") for arg in sys.argv[1:]):
+        import boto3
+        from dagster_pipes import PipesCliArgsParamsLoader, PipesS3ContextLoader, PipesS3MessageWriter
+
+        s3 = boto3.client("s3")  # the job's credentials and endpoint, from its environment
+        return open_dagster_pipes(
+            params_loader=PipesCliArgsParamsLoader(),
+            context_loader=PipesS3ContextLoader(client=s3),
+            message_writer=PipesS3MessageWriter(client=s3),
+        )
+    return open_dagster_pipes()
+
+
+def main() -> None:
     from pyspark.sql import SparkSession
 
-    with open_dagster_pipes() as pipes:
+    with open_pipes() as pipes:
         spec = pipes.extras
         builder = SparkSession.builder.appName("floodgate-enrichment").config("spark.ui.enabled", "false")
         master = spec.get("spark_master")
-        if master:  # local[N] here; Glue and spark-submit set their own
+        if master:  # local[N] here (LocalSparkStage); Glue and spark-submit set their own
             builder = builder.master(master)
             if master.startswith("local"):
                 # local mode's Python workers: this interpreter (its packages), not the system's
