@@ -167,6 +167,21 @@ def test_an_error_while_staging_leaves_the_table_as_it_was(database):
     assert snapshot(database) == before
 
 
+def start_upload(database, rows: list[dict], plan: UpsertPlan) -> tuple[threading.Thread, list]:
+    """database.apply on a thread of its own; the list gets its counts, or what it raised."""
+    outcome: list = []
+
+    def upload():
+        try:
+            outcome.append(database.apply([batch(rows)], plan))
+        except BaseException as exc:  # noqa: BLE001 - what the upload raised is the result
+            outcome.append(exc)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    return thread, outcome
+
+
 def upload_waiting_on_a_lock(watcher, statement_like: str, timeout: float = 60.0) -> int | None:
     """The backend pid of the upload's statement (a LIKE pattern) once it waits on a row
     lock, polled from another connection; None when it never does within `timeout`."""
@@ -192,18 +207,9 @@ def test_a_connection_killed_during_the_upsert_leaves_the_table_as_it_was(postgr
     plan = UpsertPlan(fields=FULL, attributes=[])
     database.apply([batch([product(i) for i in range(200)])], plan)
     before = snapshot(database)
-    failure: list[BaseException] = []
-
-    def upload():
-        try:
-            database.apply([batch([product(i, price=Decimal("7.77")) for i in range(300)])], plan)
-        except BaseException as exc:  # noqa: BLE001 - what the upload raised is the result
-            failure.append(exc)
-
     with psycopg.connect(database.url) as holder, psycopg.connect(database.url, autocommit=True) as watcher:
         holder.execute(f"SELECT 1 FROM {database.db_schema}.products WHERE sku = 'S0150' FOR UPDATE")
-        thread = threading.Thread(target=upload)
-        thread.start()
+        thread, failure = start_upload(database, [product(i, price=Decimal("7.77")) for i in range(300)], plan)
         pid = upload_waiting_on_a_lock(watcher, "UPDATE %")
         assert pid is not None, "the update never waited on the held row"
         assert watcher.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
@@ -223,18 +229,9 @@ def test_a_sku_another_writer_adds_during_the_upload_is_updated_not_a_failure(po
     database = postgres_database
     plan = UpsertPlan(fields=FULL, attributes=[])
     database.migrate()
-    outcome: list = []
-
-    def upload():
-        try:
-            outcome.append(database.apply([batch([product(i, name="uploaded") for i in range(10)])], plan))
-        except BaseException as exc:  # noqa: BLE001 - what the upload raised is the result
-            outcome.append(exc)
-
     with psycopg.connect(database.url) as writer, psycopg.connect(database.url, autocommit=True) as watcher:
         writer.execute(f"INSERT INTO {database.db_schema}.products (sku, name) VALUES ('S0005', 'by the app')")
-        thread = threading.Thread(target=upload)
-        thread.start()
+        thread, outcome = start_upload(database, [product(i, name="uploaded") for i in range(10)], plan)
         pid = upload_waiting_on_a_lock(watcher, "INSERT INTO %changes%")
         assert pid is not None, "the upload's insert never waited on the app's row"
         writer.commit()
