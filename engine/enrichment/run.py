@@ -126,26 +126,9 @@ def make_limiter(api: ApiSettings) -> Limiter | None:
     return LocalLimiter(api.rate)
 
 
-def enrich_file(
-    store,
-    input_key: str,
-    fmt: str,
-    output_prefix: str,
-    api: ApiSettings,
-    template: RequestTemplate,
-    settings: FileSettings = FileSettings(),
-    *,
-    logger: logging.Logger | Any = log,
-    seed: int | None = None,
-    only_chunks: Callable[[int], bool] | None = None,
-    summarize: bool = True,
-) -> FileResult:
-    return run_async(
-        enrich_file_async(
-            store, input_key, fmt, output_prefix, api, template, settings,
-            logger=logger, seed=seed, only_chunks=only_chunks, summarize=summarize,
-        )
-    )
+def enrich_file(*args: Any, **kwargs: Any) -> FileResult:
+    """`enrich_file_async`, with the same arguments, run to completion by `run_async`."""
+    return run_async(enrich_file_async(*args, **kwargs))
 
 
 async def enrich_file_async(
