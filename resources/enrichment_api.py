@@ -64,14 +64,15 @@ class EnrichmentApi(dg.ConfigurableResource):
     batch_items_key: str = D["batch_items_key"]
     batch_results_key: str = D["batch_results_key"]
 
-    def _flat(self) -> dict[str, Any]:
+    def flat_settings(self) -> dict[str, Any]:
+        """The engine's flat settings (engine/enrichment/settings.py), secrets included."""
         return {name: getattr(self, name) for name in FLAT_DEFAULTS}
 
     def settings(self) -> ApiSettings:
-        return api_settings(self._flat())
+        return api_settings(self.flat_settings())
 
     def template(self) -> RequestTemplate:
-        return request_template(self._flat())
+        return request_template(self.flat_settings())
 
     def describe(self) -> str:
         """For logs and metadata: no key, no Redis password."""

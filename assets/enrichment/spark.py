@@ -10,6 +10,7 @@ rate through Redis, so without REDIS_URL the stage runs one task: more would eac
 the whole budget.
 """
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,9 +57,9 @@ def stage_spec(context, store: ObjectStore, settings: EnrichmentSettings, api: E
         "files": files,
         # the settings without their secrets: the stage reads the key and the Redis URL from
         # the environment (the extras travel in the launch command's environment)
-        "api": {k: v for k, v in api._flat().items() if k not in ("api_key", "redis_url")},
+        "api": {k: v for k, v in api.flat_settings().items() if k not in ("api_key", "redis_url")},
         "redis_url_variable": SECRET_VARIABLES["redis_url"] if shared else None,
-        "file_settings": {name: getattr(file_settings, name) for name in file_settings.__dataclass_fields__},
+        "file_settings": dataclasses.asdict(file_settings),
         "tasks": tasks,
     }
 

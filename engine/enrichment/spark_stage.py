@@ -30,8 +30,9 @@ from engine.enrichment.run import FileResult, FileSettings, enrich_file
 from engine.enrichment.settings import api_settings, request_template
 from engine.enrichment.stats import RequestStats
 
-# What a task returns to the driver: records and chunks in the file, and its requests' stats.
-TaskResult = tuple[int, int, RequestStats]
+# What a task returns to the driver: records and chunks in the file, its requests' stats,
+# and its limiter as the run's metadata names it.
+TaskResult = tuple[int, int, RequestStats, str]
 
 
 def store_from_spec(spec: dict[str, Any]):
@@ -64,7 +65,7 @@ def enrich_share(spec: dict[str, Any], file: dict[str, Any], task: int, tasks: i
         api_settings(flat), request_template(flat), FileSettings(**spec["file_settings"]),
         only_chunks=lambda index: index % tasks == task, summarize=False,
     )
-    return result.account.records, result.account.chunks, result.stats
+    return result.account.records, result.account.chunks, result.stats, result.limiter
 
 
 def enrich_file_on_spark(spark, spec: dict[str, Any], file: dict[str, Any]) -> FileResult:
@@ -79,14 +80,13 @@ def enrich_file_on_spark(spark, spec: dict[str, Any], file: dict[str, Any]) -> F
         spark.sparkContext.parallelize(range(tasks), tasks).map(lambda task: enrich_share(spec, file, task, tasks)).collect()
     )
     stats = RequestStats()
-    for _, _, share in shares:
+    for _, _, share, _ in shares:
         stats.merge(share)
-    records, chunks = shares[0][0], shares[0][1]  # every task read the whole file
-    flat = api_flat(spec)
+    records, chunks, _, limiter = shares[0]  # every task read the whole file, with the same limiter
     return finish_file(
         store_from_spec(spec["store"]), file["input_key"], file["format"], file["output_prefix"],
-        request_template(flat), FileSettings(**spec["file_settings"]), records, chunks, stats,
-        seconds=time.perf_counter() - started, limiter=f"{tasks} Spark tasks; {api_settings(flat).rate or 'no limit'}",
+        request_template(api_flat(spec)), FileSettings(**spec["file_settings"]), records, chunks, stats,
+        seconds=time.perf_counter() - started, limiter=f"{tasks} Spark tasks, each: {limiter}",
     )
 
 

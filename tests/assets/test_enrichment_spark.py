@@ -98,6 +98,7 @@ def enrich_on_spark_and_alone(store, api, redis_url: str, stage) -> None:
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert (metadata["rows_in"], metadata["rows_out"], metadata["rejects"], metadata["requests"]) == (RECORDS, RECORDS, 0, RECORDS)
     assert all(check.passed for check in result.get_asset_check_evaluations())
+    assert metadata["limiter"].startswith("2 Spark tasks, each: Redis GCRA")  # one budget, shared
 
     single = enrich_file(
         store, INPUT, "ndjson", "single/batch.ndjson", enrichment_api.settings(), enrichment_api.template(),
