@@ -19,14 +19,16 @@ Concurrent DML on one BigQuery table conflicts, so loads share Dagster's `wareho
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import BinaryIO, Literal
 
+import dagster as dg
 import pyarrow as pa
-from dagster_gcp import BigQueryResource
 
 from resources.warehouse import PartitionProfile, Warehouse, check_identifier
 
@@ -34,37 +36,55 @@ from resources.warehouse import PartitionProfile, Warehouse, check_identifier
 STAGING_LIFETIME = timedelta(hours=24)
 
 
-class BigQueryClientResource(BigQueryResource):
-    """dagster-gcp's BigQueryResource, plus an API endpoint for emulators.
+class BigQueryClientResource(dg.ConfigurableResource):
+    """A BigQuery client: dagster-gcp's BigQueryResource's settings, plus an API endpoint
+    for emulators.
 
-    With api_endpoint unset it is BigQueryResource as shipped: credentials from
-    gcp_credentials (base64 key) or the environment's default credentials."""
+    Not a subclass of it: importing dagster_gcp loads google-cloud-bigquery, grpc and
+    pandas (through dagster-pandas), about 77 MiB, into every process that loads the code
+    location, a catalog upload's run process included. Here the client library is
+    imported when a client is made, in the warehouse step only.
 
+    Credentials: gcp_credentials (a base64-encoded service-account key, as dagster-gcp
+    takes it; read in memory, never written to a file or the environment), else the
+    environment's default chain; anonymous for an emulator."""
+
+    project: str | None = None
+    location: str | None = None
+    gcp_credentials: str | None = None  # base64 of a service-account JSON key
     api_endpoint: str | None = None  # e.g. http://127.0.0.1:9050 for local-bigquery
     anonymous: bool = False  # no credentials at all: for an emulator only
 
     @contextlib.contextmanager
     def get_client(self) -> Iterator["bigquery.Client"]:  # noqa: F821
-        if not self.api_endpoint and not self.anonymous:
-            with super().get_client() as client:
-                yield client
-            return
-        from dagster_gcp.bigquery.utils import setup_gcp_creds
-        from google.auth.credentials import AnonymousCredentials
         from google.cloud import bigquery
 
-        # the key, if any, is installed for the client's construction as dagster-gcp does it
-        with setup_gcp_creds(self.gcp_credentials) if self.gcp_credentials else contextlib.nullcontext():
-            client = bigquery.Client(
-                project=self.project,
-                location=self.location,
-                credentials=AnonymousCredentials() if self.anonymous else None,  # None: the default chain
-                client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
-            )
+        client = bigquery.Client(
+            project=self.project,
+            location=self.location,
+            credentials=self._credentials(),  # None: the default chain
+            client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def _credentials(self):
+        if self.anonymous:
+            from google.auth.credentials import AnonymousCredentials
+
+            return AnonymousCredentials()
+        if self.gcp_credentials:
+            from google.oauth2 import service_account
+
             try:
-                yield client
-            finally:
-                client.close()
+                info = json.loads(base64.b64decode(self.gcp_credentials))
+            except ValueError:
+                # the key's text must not reach the error: say what is wrong with it only
+                raise ValueError("gcp_credentials is not a base64-encoded service-account JSON key") from None
+            return service_account.Credentials.from_service_account_info(info)
+        return None
 
 
 _BIGQUERY_TYPES = [

@@ -150,3 +150,36 @@ def test_arrow_types_map_to_bigquery_types():
     ]
     with pytest.raises(ValueError, match="no BigQuery type"):
         bigquery_schema(pa.schema([pa.field("l", pa.list_(pa.int64()))]))
+
+
+def _service_account_key(email: str) -> str:
+    """A service-account JSON key as gcp_credentials takes it (base64), with a fresh RSA key."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    info = {
+        "type": "service_account", "project_id": "p", "private_key_id": "k1", "private_key": pem.decode(),
+        "client_email": email, "client_id": "1", "token_uri": "https://oauth2.example.invalid/token",
+    }
+    return base64.b64encode(json.dumps(info).encode()).decode()
+
+
+def test_a_base64_service_account_key_becomes_the_clients_credentials():
+    resource = BigQueryClientResource(project="p", gcp_credentials=_service_account_key("loader@p.iam.example"))
+    with resource.get_client() as client:
+        assert client._credentials.service_account_email == "loader@p.iam.example"
+        assert client.project == "p"
+
+
+def test_a_malformed_key_is_refused_without_its_text_in_the_error():
+    secret = "bm90LWpzb24tYnV0LXNlY3JldA=="  # base64 of something that is not JSON
+    with pytest.raises(ValueError) as refused:
+        with BigQueryClientResource(project="p", gcp_credentials=secret).get_client():
+            pass
+    assert "service-account JSON key" in str(refused.value)
+    assert secret not in str(refused.value) and "secret" not in str(refused.value)
