@@ -154,25 +154,22 @@ def run_pipeline(path: str, schema: str, home: str, name: str) -> None:
     """In the child process: upload `path` as `name` into HOME's object store, run the job."""
     import dagster as dg
 
+    # the whole code location, as `dagster api execute_run` loads it in a run's process: its
+    # imports are part of the run's memory
+    import orchestration.definitions  # noqa: F401
     from assets.catalog import defs as catalog_defs
     from assets.catalog.settings import CatalogSettings
     from bench.pipeline_run import RssSampler
     from engine.catalog.uploads import upload_partition_key
     from engine.measure import peak_rss_bytes
-    from engine.memory import return_freed_memory
     from partitions.catalog import catalog_uploads
     from resources.catalog_db import PostgresCatalogDatabase
     from resources.object_store import LocalDirectoryObjectStore
     from resources.webhook import WebhookSender
 
-    return_freed_memory()  # as orchestration/definitions.py does for every run process
     # Imports are not timed (as in bench/pipeline_run.py): psycopg is imported on the first
-    # connection, and pyarrow imports pandas (when installed) on its first conversion of
-    # Python values: half a second that every run process pays once, before its first row.
+    # connection, once in every run process, before its first row.
     import psycopg  # noqa: F401
-    import pyarrow as pa
-
-    pa.array([0])
     store = LocalDirectoryObjectStore(root=str(Path(home) / "data"))
     settings = CatalogSettings(progress_interval_seconds=1.0)
     key = f"{settings.uploads_prefix}/{name}"

@@ -232,7 +232,7 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
             rejects = RejectsWriter(rejects_out, header_map.headers)
             try:
                 with staging(plan) if staging is not None else contextlib.nullcontext() as stager:
-                    batch, batches_done = first, 0
+                    batch = first
                     while batch is not None:
                         checked = validator.validate(batch)
                         sink.write(checked.table)
@@ -246,9 +246,11 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
                         if progress is not None:
                             progress(counts["rows"], batch.bytes_read)
                         del checked
-                        batches_done += 1
-                        if batches_done % 4 == 0:  # malloc_trim walks the heap: not every batch
-                            release_free_memory()
+                        # Every batch: the reader, the COPY thread and the Parquet writer free
+                        # what another allocated, and malloc keeps such memory for reuse. Left
+                        # to every 4th batch it held 30-40 MB more at the peak; a trim costs
+                        # well under a millisecond here.
+                        release_free_memory()
                         batch = next(batches, None)
                     superseded = tracker.superseded()
                     rejects.write_superseded(superseded, header_map.fields[SKU])

@@ -5,8 +5,8 @@ each piece is taken apart column-wise with Arrow string kernels: split at every 
 then at the cell's `<c ` and its first `>`, giving each cell's attributes and content as
 arrays; rows are told apart by counting `<row` tags. Nothing holds the whole sheet. The
 shared-strings table (Excel keeps every distinct text of the workbook there, and a cell
-refers to it by index) is held as one Arrow array, about half the memory of Python
-strings, and looked up with `take`.
+refers to it by index) is held as Arrow arrays compressed with zstd, a quarter of their
+size, and expanded a chunk at a time when cells refer to it (`_SharedStrings`).
 
 Measured on 500k rows × 7 columns (docs/PERFORMANCE.md): python-calamine reads the whole
 sheet into memory first (337 MB); openpyxl's read-only mode took 88 s; expat with Python
@@ -26,7 +26,8 @@ import html
 import posixpath
 import re
 import zipfile
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import BinaryIO
@@ -163,8 +164,11 @@ class XlsxSource:
     def _shared_strings(self) -> "_SharedStrings":
         """The workbook's shared texts, in index order."""
         if self._strings_path is None or self._strings_path not in self._zip.namelist():
-            return _SharedStrings([])
-        chunks = []
+            return _SharedStrings()
+        return _SharedStrings(self._shared_string_chunks())
+
+    def _shared_string_chunks(self) -> Iterator[pa.Array]:
+        """The shared texts, a chunk per piece of the part read (each packed as it comes)."""
         prefix, pieces = self._pieces(self._strings_path, "si", "the shared strings")
         for piece in pieces:
             items = pc.split_pattern(self._text_array(piece, "the shared strings"), f"</{prefix}si>").flatten()
@@ -173,8 +177,7 @@ class XlsxSource:
             texts = simple.flatten()[0]
             if texts.null_count or f"<{prefix}si/>".encode() in piece:
                 texts = pa.array(_shared_texts_slowly(piece.decode()), pa.string())  # rich text, empty items
-            chunks.append(_unescape_where_needed(texts))
-        return _SharedStrings(chunks)
+            yield _unescape_where_needed(texts)
 
     # -- the sheet ------------------------------------------------------------------------------
 
@@ -427,14 +430,53 @@ def column_letters(index: int) -> str:
 
 
 class _SharedStrings:
-    """The shared-strings table as the chunks it was read in. One array would need a copy of
-    them all while it is made (twice their size at once: 90 MB more for 1M texts), and
-    ChunkedArray.take concatenates the chunks on every call; so each take is split by chunk."""
+    """The shared-strings table, kept compressed, as the chunks it was read in.
 
-    def __init__(self, chunks: list[pa.Array]):
-        self.chunks = [c for c in chunks if len(c)]
-        sizes = np.array([len(c) for c in self.chunks], np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(sizes)])
+    A workbook of 500k product rows has a million distinct texts, 44 MiB of them: held
+    plain, they alone put an upload's import over its memory budget. Each chunk (about
+    40k texts) is compressed with zstd as it is read (to about a quarter) and expanded
+    when a batch of cells refers to it, the last few kept expanded: rows refer to texts
+    roughly in the order they were added, so a batch touches one or two chunks. Expanding
+    all of them takes about 35 ms, so even a sheet whose cells jump around the table pays
+    little. (One plain array would also need a copy of them all while it was made, and
+    ChunkedArray.take concatenates the chunks on every call: takes are split by chunk.)"""
+
+    _CODEC = "zstd"
+    _EXPANDED = 4  # chunks kept expanded: the current ones, and the early ones repeated values live in
+
+    def __init__(self, chunks: Iterable[pa.Array] = ()):
+        self._codec = pa.Codec(self._CODEC)
+        self._packed: list[tuple[int, list[tuple[bytes, int] | None]]] = []
+        self._expanded: OrderedDict[int, pa.Array] = OrderedDict()
+        sizes = []
+        for chunk in chunks:
+            if len(chunk):
+                self._packed.append(self._pack(chunk))
+                sizes.append(len(chunk))
+        self.starts = np.concatenate([[0], np.cumsum(np.array(sizes, np.int64))])
+
+    def _pack(self, chunk: pa.Array) -> tuple[int, list]:
+        if chunk.offset:
+            chunk = pa.concat_arrays([chunk])  # its own buffers, starting at 0
+        # as bytes: the Buffer compress returns keeps the compressor's worst-case size allocated
+        buffers = [None if b is None else (self._codec.compress(b, asbytes=True), b.size) for b in chunk.buffers()]
+        return len(chunk), buffers
+
+    def _chunk(self, c: int) -> pa.Array:
+        if c in self._expanded:
+            self._expanded.move_to_end(c)
+            return self._expanded[c]
+        length, packed = self._packed[c]
+        buffers = [None if p is None else self._codec.decompress(p[0], p[1]) for p in packed]
+        chunk = pa.Array.from_buffers(pa.string(), length, buffers)
+        self._expanded[c] = chunk
+        if len(self._expanded) > self._EXPANDED:
+            self._expanded.popitem(last=False)
+        return chunk
+
+    @property
+    def packed_bytes(self) -> int:
+        return sum(len(p[0]) for _, packed in self._packed for p in packed if p is not None)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -448,11 +490,11 @@ class _SharedStrings:
         which = np.searchsorted(self.starts, index, side="right") - 1
         order = np.argsort(which, kind="stable")
         pieces, ordered_which = [], which[order]
-        bounds = np.searchsorted(ordered_which, np.arange(len(self.chunks) + 1))
-        for c in range(len(self.chunks)):
+        bounds = np.searchsorted(ordered_which, np.arange(len(self._packed) + 1))
+        for c in range(len(self._packed)):
             lo, hi = bounds[c], bounds[c + 1]
             if hi > lo:
-                pieces.append(self.chunks[c].take(pa.array(index[order[lo:hi]] - self.starts[c])))
+                pieces.append(self._chunk(c).take(pa.array(index[order[lo:hi]] - self.starts[c])))
         gathered = pa.concat_arrays(pieces)  # in chunk order; put back in the cells' order
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
