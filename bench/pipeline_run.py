@@ -13,31 +13,13 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
 import dagster as dg
 
+from bench.rss import RssSampler
 from engine.measure import peak_rss_bytes
-
-
-def current_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-class RssSampler(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = current_rss()
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.005):
-            self.peak = max(self.peak, current_rss())
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """An .xlsx upload as batches of raw string columns, in bounded memory and at C speed.
 
-The sheet's XML is decompressed in pieces of a few MB, each ending after a whole row, and
+The sheet's XML is decompressed in pieces of about 1 MB, each ending after a whole row, and
 each piece is taken apart column-wise with Arrow string kernels: split at every `</c>`,
 then at the cell's `<c ` and its first `>`, giving each cell's attributes and content as
 arrays; rows are told apart by counting `<row` tags. Nothing holds the whole sheet. The
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from engine.catalog.raw_rows import RawBatch
 from engine.catalog.text_stream import UploadFormatError
 
-_PIECE = 2 << 20  # bytes of XML per piece: about 10k rows of 7 cells
+_PIECE = 1 << 20  # bytes of XML per piece: about 4k rows of 7 cells (2 MB: 25 MiB more at the peak, 10% faster)
 _DATE_FORMAT_IDS = set(range(14, 23)) | {45, 46, 47}
 _QUOTED_OR_BRACKETED = re.compile(r'"[^"]*"|\[[^\]]*\]|\\.')
 _EPOCH_1900 = datetime(1899, 12, 30)
