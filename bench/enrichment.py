@@ -180,14 +180,17 @@ def main() -> None:
             server.configure(rate_limit=args.rate)
             server.reset()
             clean(root, "out/limited")
+            before = cpu_times()
             result = engine_run(path, "out/limited", {**base, "base_url": url, "rate": args.rate, **extra})
+            cpu = cpu_split(before, cpu_times())
             served = server.stats()
-            limited.append((label, result, served, window_figures(served)))
+            limited.append((label, result, served, window_figures(served), cpu))
             a = result["account"]
             print(
                 f"limited, {label}: {result['requests_per_second']:,.0f} req/s "
                 f"({result['requests_per_second'] / args.rate:.1%} of {args.rate:,.0f}), over the limit {served['over_limit']}, "
-                f"fullest window {window_figures(served)['max']}, {a['enriched']:,} + {a['dead_letters']:,} = {a['records']:,}",
+                f"fullest window {window_figures(served)['max']}, {a['enriched']:,} + {a['dead_letters']:,} = {a['records']:,}; "
+                f"machine CPU {cpu}",
                 flush=True,
             )
 
@@ -225,16 +228,16 @@ def main() -> None:
         f"server: its own process, {SERVER['latency_ms']:g} ± {SERVER['latency_jitter_ms']:g} ms per answer; "
         f"client concurrency {CONCURRENCY}.",
         "",
-        "| run | records | requests | achieved req/s | of the limit | over the limit (server) | fullest 1-s window (server) | median full window | enriched + dead letters = input | p50 / p95 / p99 ms | send times dropped | peak RSS | limiter |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | records | requests | achieved req/s | of the limit | over the limit (server) | fullest 1-s window (server) | median full window | enriched + dead letters = input | p50 / p95 / p99 ms | send times dropped | peak RSS | machine CPU during the run | limiter |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, r, served, w in limited:
+    for label, r, served, w, cpu in limited:
         a, lat = r["account"], r["latency_ms"]
         lines.append(
             f"| limited to {args.rate:,.0f}/s, {label} | {a['records']:,} | {r['requests']:,} | {r['requests_per_second']:,.0f} | "
             f"**{r['requests_per_second'] / args.rate:.1%}** | **{served['over_limit']}** | {w['max']:,} | {w['median']:,} | "
             f"{a['enriched']:,} + {a['dead_letters']:,} = {a['records']:,} ({'yes' if a['balanced'] and a['complete'] else 'NO'}) | "
-            f"{lat['p50']} / {lat['p95']} / {lat['p99']} | {r['limiter_dropped']:,} | {r['peak_rss'] / 1e6:,.0f} MB | {r['limiter']} |"
+            f"{lat['p50']} / {lat['p95']} / {lat['p99']} | {r['limiter_dropped']:,} | {r['peak_rss'] / 1e6:,.0f} MB | {cpu} | {r['limiter']} |"
         )
     lines += [
         "",
@@ -258,6 +261,27 @@ def main() -> None:
     print("\n" + table)
     if not args.no_write:
         write_between_markers(BEGIN, END, table, SECTION)
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far by kind (/proc/stat's first line; empty off Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except OSError:
+        return []
+
+
+def cpu_split(before: list[int], after: list[int]) -> str:
+    """Busy, idle and steal shares of the machine's CPU between two `cpu_times`: this client
+    and the server take about half of 2 cores at 5,000/s; more busy is someone else's load,
+    and steal is time the host gave another VM. Both slow the loop that keeps the schedule."""
+    if not before or not after:
+        return "n/a"
+    d = [b - a for a, b in zip(before, after)]
+    total = sum(d) or 1
+    idle = d[3] + d[4]  # idle, iowait
+    return f"busy {(total - idle) / total:.0%}, steal {d[7] / total:.0%}"
 
 
 def _redis_url() -> str | None:

@@ -22,8 +22,9 @@ Choosing the numbers (defaults at 5,000/s): the schedule runs `headroom` (2%) un
 limit, 4,900/s. The burst is 10 ms of it (49), and at most headroom * rate / 2: it is the
 pacer's allowance for waking late. asyncio timers are millisecond-grained, and the event
 loop stops now and then (a young-generation garbage collection, a thread holding the GIL
-for a Parquet conversion: a few to 15 ms on a loaded 2-core machine); a time the pacer
-could not release within the burst is forfeited. A 5-ms burst forfeited 3-4% of the
+for a Parquet conversion: a few to 15 ms on a loaded 2-core machine, less since the reader
+and writer threads pause between pieces of work, gil.py); a time the pacer could not release
+within the burst is forfeited. A 5-ms burst forfeited 3-4% of the
 schedule at 5,000/s, and 6-8% before run.py kept the collector's long pauses off the loop.
 `max_lag` is 5 ms. Worst case in-process 4,900 + 49 = 4,949 releases in a
 window, which leaves 51 (10 ms) for arrival jitter on the network and in the server

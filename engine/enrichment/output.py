@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.enrichment.gil import Pause, no_pause
 from engine.enrichment.jsoncodec import dumps_text
 
 if TYPE_CHECKING:
@@ -117,18 +118,21 @@ def write_chunk(
     columns: dict[str, str | None],
     print_fingerprint: str,
     keep_input_fields: bool = True,
+    pause: Pause = no_pause,
 ) -> ChunkManifest:
     """Both Parquet files, then the manifest. `results[i]` is row i's response columns, None
-    for a dead letter."""
+    for a dead letter. `pause()` between columns (on the writer thread, gil.py)."""
     enriched_rows = [i for i, r in enumerate(results) if r is not None]
     if len(enriched_rows) + len(dead) != chunk.rows:
         raise AssertionError(f"chunk {chunk.index}: {len(enriched_rows)} enriched + {len(dead)} dead != {chunk.rows} rows")
     if enriched_rows:
-        table = enriched_table(chunk, enriched_rows, [results[i] for i in enriched_rows], columns, keep_input_fields)
+        table = enriched_table(chunk, enriched_rows, [results[i] for i in enriched_rows], columns, keep_input_fields, pause)
+        pause()
         _write_parquet(store, layout.enriched(chunk.index), table)
     else:
         store.delete(layout.enriched(chunk.index))
     if dead:
+        pause()
         _write_parquet(store, layout.dead_letters(chunk.index), dead_letter_table(chunk, dead, id_field))
     else:
         store.delete(layout.dead_letters(chunk.index))
@@ -152,19 +156,23 @@ def _write_parquet(store: ObjectStore, key: str, table: pa.Table) -> None:
         pq.write_table(table, f, compression="zstd")
 
 
-def enriched_table(chunk, rows: list[int], answers: list[dict], columns: dict[str, str | None], keep_input: bool) -> pa.Table:
-    """The input's fields of `rows` (chunk positions) and the response columns of `answers`."""
+def enriched_table(
+    chunk, rows: list[int], answers: list[dict], columns: dict[str, str | None], keep_input: bool, pause: Pause = no_pause
+) -> pa.Table:
+    """The input's fields of `rows` (chunk positions) and the response columns of `answers`,
+    with `pause()` between columns."""
     response_columns = list(columns)
     if keep_input:
         if chunk.table is not None:
             table = chunk.table.take(pa.array(rows, pa.int64())) if len(rows) != chunk.rows else chunk.table
         else:
             records = chunk.records
-            table = table_of([records[i] for i in rows])
+            table = table_of([records[i] for i in rows], pause)
         table = table.drop_columns([c for c in response_columns if c in table.column_names])
     else:
         table = pa.table({})
     for column in response_columns:
+        pause()
         values = list(map(itemgetter(column), answers))  # fields_of gives every column
         kind = columns[column]
         array = pa.array(values, _TYPES[kind]) if kind else _array_of(values)
@@ -172,18 +180,33 @@ def enriched_table(chunk, rows: list[int], answers: list[dict], columns: dict[st
     return table
 
 
-def table_of(records: list[dict[str, Any]]) -> pa.Table:
+def table_of(records: list[dict[str, Any]], pause: Pause = no_pause) -> pa.Table:
     """Records as a table with every key any of them has (pyarrow's from_pylist looks only at
-    the first); a column whose values do not share one Arrow type is stored as JSON text."""
+    the first); a column whose values do not share one Arrow type is stored as JSON text.
+    `pause()` between columns."""
     if not records:
         return pa.table({})
     first = records[0].keys()
     if all(r.keys() == first for r in records):
         # the usual case, every record with the same fields: each column by a C-level loop
         # (a transposition, zip(*rows), took twice as long as all the Arrow conversions)
-        return pa.table({name: _array_of(list(map(itemgetter(name), records))) for name in first})
+        return pa.table({name: _paused(pause, _array_of, list(map(itemgetter(name), records))) for name in first})
     names = list(dict.fromkeys(k for r in records for k in r))
-    return pa.table({name: _array_of([r.get(name) for r in records]) for name in names})
+    return pa.table({name: _paused(pause, _array_of, [r.get(name) for r in records]) for name in names})
+
+
+def _paused(pause: Pause, function, *args):
+    pause()
+    return function(*args)
+
+
+def warm_up() -> None:
+    """Convert and write a tiny table once: the first conversion and Parquet write of a
+    process import and set up a few hundred modules (300 ms of CPU measured), which in the
+    middle of a paced run stalled the event loop for a whole chunk's write."""
+    import io
+
+    pq.write_table(table_of([{"s": "a", "i": 1, "f": 1.5, "b": True, "n": None, "l": [1], "d": {"k": "v"}}]), io.BytesIO(), compression="zstd")
 
 
 def _array_of(values: list[Any]) -> pa.Array:

@@ -31,6 +31,7 @@ from typing import Any
 
 from engine.enrichment.breaker import CLOSED, CircuitBreaker
 from engine.enrichment.client import ApiClient, Answer
+from engine.enrichment.gil import PIECE_ROWS, Pause, no_pause
 from engine.enrichment.jsoncodec import dumps_text, loads
 from engine.enrichment.limiter import Limiter
 from engine.enrichment.output import DeadLetter
@@ -68,13 +69,16 @@ class ChunkWork:
     pending: int = 0  # records not resolved yet
 
     @classmethod
-    def build(cls, chunk: Chunk, template: RequestTemplate, id_field: str) -> "ChunkWork":
-        """The chunk's items; records the template cannot use are dead letters already."""
-        records = chunk.records
+    def build(cls, chunk: Chunk, template: RequestTemplate, id_field: str, pause: Pause = no_pause) -> "ChunkWork":
+        """The chunk's items; records the template cannot use are dead letters already.
+        `pause()` every PIECE_ROWS records (on the reader thread, gil.py)."""
+        records = chunk.records_in_pieces(pause)
         work = cls(chunk, [None] * len(records))
         needed = template.fields_used()
         batch_rows: list[int] = []
         for i, record in enumerate(records):
+            if i and i % PIECE_ROWS == 0:
+                pause()
             value = record.get(id_field)
             if value is None or value == "":
                 work.dead.append(DeadLetter(i, "invalid_record", None, f"row {chunk.first_row + i}: no value for the ID field {id_field!r}", 0))

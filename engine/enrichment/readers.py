@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.enrichment.gil import PIECE_ROWS, Pause, no_pause
 from engine.enrichment.jsoncodec import error_position, loads
 from engine.enrichment.source import CSV, JSON, NDJSON, PARQUET
 
@@ -59,8 +60,22 @@ class Chunk:
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        if self._records is None:  # Parquet: made only for chunks that are sent
-            self._records = self.table.to_pylist() if self.table is not None else []
+        return self.records_in_pieces(no_pause)
+
+    def records_in_pieces(self, pause: Pause) -> list[dict[str, Any]]:
+        """The records; from a Parquet table (made only for chunks that are sent) a slice of
+        `PIECE_ROWS` rows at a time, with `pause()` between slices (gil.py): one `to_pylist`
+        of the whole chunk holds the GIL for its whole length."""
+        if self._records is None:
+            if self.table is None:
+                self._records = []
+            else:
+                records: list[dict[str, Any]] = []
+                for start in range(0, self.table.num_rows, PIECE_ROWS):
+                    if start:
+                        pause()
+                    records += self.table.slice(start, PIECE_ROWS).to_pylist()
+                self._records = records
         return self._records
 
     @property
@@ -98,6 +113,7 @@ class ChunkReader:
     name: str
     chunk_rows: int
     total_rows: int | None = None  # known up front for Parquet only
+    pause: Pause = no_pause  # called every PIECE_ROWS records of a text format (gil.py)
     _counter: _CountingReader | None = field(default=None, repr=False)
     _parquet: pq.ParquetFile | None = field(default=None, repr=False)
 
@@ -131,6 +147,8 @@ class ChunkReader:
             if len(batch) == self.chunk_rows:
                 yield Chunk(index, index * self.chunk_rows, batch)
                 index, batch = index + 1, []
+            elif len(batch) % PIECE_ROWS == 0:
+                self.pause()  # looked up each time: a failed run counts the rest without pauses
         if batch:
             yield Chunk(index, index * self.chunk_rows, batch)
 
@@ -293,5 +311,5 @@ class ChunkReader:
             yield Chunk(index, index * self.chunk_rows, table=pa.Table.from_batches(pending))
 
 
-def read_chunks(stream: BinaryIO, fmt: str, name: str, chunk_rows: int) -> ChunkReader:
-    return ChunkReader(stream, fmt, name, chunk_rows)
+def read_chunks(stream: BinaryIO, fmt: str, name: str, chunk_rows: int, pause: Pause = no_pause) -> ChunkReader:
+    return ChunkReader(stream, fmt, name, chunk_rows, pause=pause)

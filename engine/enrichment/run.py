@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.enrichment.breaker import CircuitBreaker
 from engine.enrichment.client import ApiClient, ApiSettings
+from engine.enrichment.gil import no_pause, pause_for
 from engine.enrichment.limiter import Limiter, LocalLimiter, RedisLimiter
 from engine.enrichment.output import (
     FileAccount,
@@ -32,6 +33,7 @@ from engine.enrichment.output import (
     fingerprint,
     read_manifest,
     remove_chunks_from,
+    warm_up,
     write_chunk,
     write_summary,
 )
@@ -162,8 +164,12 @@ async def enrich_file_async(
     records = 0
     skipped = {"chunks": 0, "records": 0}
 
+    # a limited run's reader and writer threads work in pieces and pause between them, so the
+    # loop that paces the sends gets the GIL when it wakes (gil.py); an unlimited one does not
+    pause = pause_for() if limiter is not None else no_pause
+
     with store.open_read(input_key) as stream:
-        reader = read_chunks(stream, fmt, name, settings.chunk_rows)
+        reader = read_chunks(stream, fmt, name, settings.chunk_rows, pause)
         reader_chunks = iter(reader)
 
         def chunks() -> Iterator[ChunkWork | int]:
@@ -179,11 +185,12 @@ async def enrich_file_async(
                     skipped["records"] += chunk.rows
                     yield chunk.rows
                     continue
-                yield ChunkWork.build(chunk, template, settings.id_field)
+                yield ChunkWork.build(chunk, template, settings.id_field, pause)
 
         def write(work: ChunkWork):
             return write_chunk(
-                store, layout, work.chunk, work.results, work.dead, settings.id_field, columns, print_fingerprint, settings.keep_input_fields
+                store, layout, work.chunk, work.results, work.dead, settings.id_field, columns, print_fingerprint,
+                settings.keep_input_fields, pause,
             )
 
         client = ApiClient(api, template.method)
@@ -197,6 +204,9 @@ async def enrich_file_async(
         try:
             if isinstance(limiter, RedisLimiter):
                 await limiter.check()
+            # the process's first Parquet write sets up pyarrow (300 ms of CPU): before the
+            # first send, not on the writer thread while the loop keeps the schedule
+            await asyncio.get_running_loop().run_in_executor(None, warm_up)
             async with client:
                 ticker = asyncio.create_task(_tick(progress, settings.progress_interval))
                 try:
@@ -213,6 +223,7 @@ async def enrich_file_async(
         if failure is not None:
             # count the rest of the file (no requests) so that the account covers every record;
             # a malformed input stops the count where it stops the reader
+            reader.pause = no_pause  # nothing is being sent: read at full speed
             with contextlib.suppress(Exception):
                 for chunk in reader_chunks:
                     chunk_count += 1
