@@ -155,6 +155,41 @@ def test_superseded_rows_are_not_applied(database):
     assert counts.staged == 2 and counts.inserted == 2 and database.rows(["S0001"])[0]["name"] == "last"
 
 
+# cells PostgreSQL's COPY text format would misread (escapes, separators, its NULL marker),
+# and some it carries as they are
+AWKWARD = ["tab\there", "line\nbreak", "carriage\rreturn", 'inch "mark"', "back\\slash", "\\N", "\\.", "comma, semi;",
+           "ünïcödé ✓", "  spaced  "]
+
+
+def test_copy_text_format_is_written_only_for_batches_it_can_carry():
+    from engine.catalog.postgres_store import text_payload
+
+    plain = batch([product(1, attr_0=None), product(2, name=None, attr_0="x, y")], attributes=1)
+    assert text_payload(plain) == b"3\tS0001\tName 1\td\t1.5000\t1\tfalse\t\\N\n4\tS0002\t\\N\td\t2.5000\t2\ttrue\tx, y\n"
+    for value in AWKWARD:
+        carried = text_payload(batch([product(1, name=value, description=None)])) is not None
+        assert carried == (not any(c in value for c in '\t\n\r"\\')), value
+
+
+def test_every_cell_arrives_as_it_was_whichever_copy_format_carries_it(database):
+    """Plain batches go as COPY text format, and from the first batch text cannot carry on, as
+    CSV: the values and NULLs come back the same in both, before and after the switch."""
+    plan = UpsertPlan(fields=FULL, attributes=["Colour"])
+    plain = [product(i, attr_0=None if i % 3 else f"c{i}", name=None if i % 4 == 0 else f"Name {i}") for i in range(6)]
+    awkward = [product(10 + i, name=v, description=v, attr_0=v) for i, v in enumerate(AWKWARD)]
+    after = [product(30 + i, description=None, attr_0="plain") for i in range(3)]
+    counts = database.apply([batch(plain, attributes=1), batch(awkward, attributes=1), batch(after, attributes=1)], plan)
+    assert counts.staged == counts.inserted == len(plain) + len(awkward) + len(after)
+    rows = {r["sku"]: r for r in database.rows()}
+    for p in plain + awkward + after:
+        row = rows[p["sku"]]
+        assert (row["name"], row["description"], row["price"], row["stock"], row["active"]) == (
+            p["name"], p["description"], p["price"], p["stock"], p["active"])
+        assert row["attributes"] == ({} if p["attr_0"] is None else {"Colour": p["attr_0"]})
+    again = database.apply([batch(plain, attributes=1), batch(awkward, attributes=1), batch(after, attributes=1)], plan)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, counts.staged)
+
+
 def test_an_error_while_staging_leaves_the_table_as_it_was(database):
     plan = UpsertPlan(fields=FULL, attributes=[])
     database.apply([batch([product(i) for i in range(50)])], plan)
