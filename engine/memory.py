@@ -12,6 +12,7 @@ before pyarrow loads, which also covers allocations that set_memory_pool does no
 import ctypes
 import ctypes.util
 import functools
+import os
 
 import pyarrow as pa
 
@@ -36,3 +37,36 @@ def release_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (/proc/self/statm: one small read, ~10 µs)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class GrowthTrim:
+    """malloc_trim, but only once resident memory has grown `slack` bytes past where the
+    last trim left it.
+
+    A trim is not free in a busy process: it walks the heap, and what it hands back is
+    faulted in again by the next batches. In a catalog import a trim after every batch
+    (51 of them) cost 0.12-0.20 s of a 2 s re-import, and one every fourth batch still
+    about half that; checking first costs a statm read."""
+
+    def __init__(self, slack: int = 24 << 20):
+        self.slack = slack
+        self.floor = resident_bytes()
+        self.trims = 0
+
+    def __call__(self) -> None:
+        if resident_bytes() > self.floor + self.slack:
+            release_free_memory()
+            self.trims += 1
+            self.floor = resident_bytes()

@@ -45,7 +45,7 @@ class CsvSource:
         delimiter: str | None = None,
         exact: bool = False,
         block_mb: float = 0.25,
-        batch_rows: int = 8_192,
+        batch_rows: int = 16_384,
     ):
         self.stream, self.name, self.exact = stream, name, exact
         self.block_bytes = int(block_mb * (1 << 20))

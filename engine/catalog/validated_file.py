@@ -34,7 +34,7 @@ from engine.catalog.upsert import UpsertCounts, UpsertPlan
 from engine.catalog.text_stream import CSV_GZIP, DELIMITER_NAMES, XLSX, Utf8Stream, detect_format
 from engine.catalog.validate import Validator
 from engine.catalog.xlsx_reader import XlsxSource
-from engine.memory import release_free_memory
+from engine.memory import GrowthTrim
 from engine.parquet_sink import ParquetSink
 
 # (rows done, bytes of the object read) after each batch
@@ -232,7 +232,7 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
             rejects = RejectsWriter(rejects_out, header_map.headers)
             try:
                 with staging(plan) if staging is not None else contextlib.nullcontext() as stager:
-                    batch = first
+                    batch, trim = first, GrowthTrim()
                     while batch is not None:
                         checked = validator.validate(batch)
                         sink.write(checked.table)
@@ -246,11 +246,10 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
                         if progress is not None:
                             progress(counts["rows"], batch.bytes_read)
                         del checked
-                        # Every batch: the reader, the COPY thread and the Parquet writer free
-                        # what another allocated, and malloc keeps such memory for reuse. Left
-                        # to every 4th batch it held 30-40 MB more at the peak; a trim costs
-                        # well under a millisecond here.
-                        release_free_memory()
+                        # the reader, the COPY thread and the Parquet writer free what another
+                        # allocated, and malloc keeps such memory for reuse: trimmed once it
+                        # has grown (engine/memory.py: a trim every batch cost 0.1-0.2 s)
+                        trim()
                         batch = next(batches, None)
                     superseded = tracker.superseded()
                     rejects.write_superseded(superseded, header_map.fields[SKU])
