@@ -3,14 +3,8 @@ high-water mark to measure themselves (so it cannot be read once at the end). No
 here: the catalog bench samples a process that must not import it."""
 
 import threading
-from pathlib import Path
 
-
-def current_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+from engine.measure import resident_bytes
 
 
 class RssSampler(threading.Thread):
@@ -18,9 +12,9 @@ class RssSampler(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peak = current_rss()
+        self.peak = resident_bytes()
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.005):
-            self.peak = max(self.peak, current_rss())
+            self.peak = max(self.peak, resident_bytes())

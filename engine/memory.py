@@ -12,9 +12,10 @@ before pyarrow loads, which also covers allocations that set_memory_pool does no
 import ctypes
 import ctypes.util
 import functools
-import os
 
 import pyarrow as pa
+
+from engine.measure import resident_bytes
 
 
 def return_freed_memory() -> None:
@@ -37,18 +38,6 @@ def release_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def resident_bytes() -> int:
-    """This process's resident memory now (/proc/self/statm: one small read, ~10 µs)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 class GrowthTrim:

@@ -19,7 +19,9 @@ enriched (or 0 dead) records is not written, and an older one under its key is r
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -200,12 +202,11 @@ def _paused(pause: Pause, function, *args):
     return function(*args)
 
 
+@functools.cache  # once a process: only the first write needs it
 def warm_up() -> None:
     """Convert and write a tiny table once: the first conversion and Parquet write of a
     process import and set up a few hundred modules (300 ms of CPU measured), which in the
     middle of a paced run stalled the event loop for a whole chunk's write."""
-    import io
-
     pq.write_table(table_of([{"s": "a", "i": 1, "f": 1.5, "b": True, "n": None, "l": [1], "d": {"k": "v"}}]), io.BytesIO(), compression="zstd")
 
 

@@ -5,14 +5,7 @@ import re
 
 import pytest
 
-from engine.measure import Progress, StepMeasure, human_bytes, peak_rss_bytes, reset_peak_rss
-
-
-def current_rss() -> int:
-    for line in open("/proc/self/status").read().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+from engine.measure import Progress, StepMeasure, human_bytes, peak_rss_bytes, reset_peak_rss, resident_bytes
 
 
 class Log:
@@ -89,7 +82,7 @@ def test_human_bytes():
 def test_step_measure_records_seconds_and_peak_rss():
     with StepMeasure() as m:
         sum(range(10_000))
-        current = current_rss()
+        current = resident_bytes()
     assert m.seconds > 0
     assert m.start_rss > 0
     assert m.peak_rss > 0
@@ -111,7 +104,7 @@ def test_peak_rss_grows_with_a_touched_50mb_allocation():
         block = bytearray(size)
         for i in range(0, size, 4096):  # touch every page
             block[i] = 1
-        inside = current_rss()
+        inside = resident_bytes()
     del block
     assert m.peak_rss >= m.start_rss + (40 << 20)
     assert m.peak_rss >= inside

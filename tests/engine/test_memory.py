@@ -1,6 +1,7 @@
 """engine/memory.py: trimming malloc only once resident memory has grown."""
 
-from engine.memory import GrowthTrim, resident_bytes
+from engine.measure import resident_bytes
+from engine.memory import GrowthTrim
 
 
 def test_resident_bytes_sees_memory_that_is_touched():
