@@ -21,14 +21,20 @@ A run without a limit does not pause: its threads' throughput is then what count
 
 Measured on a quiet machine (instrumented A/B runs, in-process limiter): 96.1-96.8% of the
 limit without pauses, 97.0-97.7% with them. Tried and dropped: a 0.2 or 0.5-ms switch
-interval (no measurable change), and a nice value of 10 on these threads (worse under other
-load: a niced thread holding the GIL waits for a CPU while the loop waits for the GIL).
-What is left is mostly `pa.array` of a 10,000-value column, one GIL-held call; see
-docs/PERFORMANCE.md, "Enrichment".
+interval (no measurable change); a nice value of 10 on these threads (worse under other
+load: a niced thread holding the GIL waits for a CPU while the loop waits for the GIL); and
+converting each column in pieces of 500 or 2,000 values with a pause between them: a
+10,000-value column's `pa.array` takes 0.3-0.8 ms (0.5 ms on average in a run, 4 ms at
+most), and in pieces the writer used 20-50% more CPU a chunk for no gain measured, quiet or
+under load. The pause also freezes the collector's generations (`pause_for`): the objects
+of a chunk being read set off a young collection, 5-13 ms with the GIL held, once a chunk.
+What is left under other load is contention for the 2 cores; see docs/PERFORMANCE.md,
+"Enrichment".
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -39,9 +45,21 @@ PAUSE_SECONDS = 0.002  # a background thread's sleep between pieces, GIL release
 
 
 def pause_for(seconds: float = PAUSE_SECONDS) -> Pause:
-    """A pause a background thread calls between pieces of work."""
+    """A pause a background thread calls between pieces of work: it moves every object the
+    collector tracks into the permanent generation (`gc.freeze()`, constant time: it joins
+    lists), then sleeps with the GIL released.
+
+    The freeze is for the reader: the objects it makes for a chunk (a dict per record, an item
+    per request: 20,000 and more) took the young generation over its threshold (20,000,
+    run.py) once a chunk, in the middle of the reading, and that collection walked them all
+    with the GIL held while the loop waited: 5 ms on average, 13 ms for a middle-generation
+    one, measured under load. Frozen after each piece, they are never walked; they are freed
+    by their reference counts as before. What the freeze costs: garbage in reference cycles
+    that is young at a freeze waits for the run's end (run.py unfreezes then); the engine
+    makes none a request (a run with gc.DEBUG_SAVEALL found only argparse's)."""
 
     def pause() -> None:
+        gc.freeze()
         time.sleep(seconds)
 
     return pause

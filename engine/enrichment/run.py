@@ -100,7 +100,8 @@ def _interpreter_for_the_loop() -> Iterator[None]:
       round trip: at 700 nearly all of them were still alive at a collection and were
       promoted, to be walked again by the older generations' collections.
 
-    Both are process-wide, hence put back afterwards."""
+    Both are process-wide, hence put back afterwards; the unfreeze also gives back to the
+    collector what the reader's and writer's pauses froze during the run (gil.py)."""
     global _runs, _saved
     with _runs_lock:
         _runs += 1

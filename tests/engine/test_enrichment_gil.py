@@ -1,12 +1,15 @@
 """The reader's and the writer's pauses (engine/enrichment/gil.py): taken every PIECE_ROWS
-records or column, and nothing else changes (chunk boundaries, records, written tables)."""
+records or column, freezing what the collector tracks, and nothing else changes (chunk
+boundaries, records, written tables)."""
 
 from __future__ import annotations
 
+import gc
 import io
 import time
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 
 from engine.enrichment.gil import PIECE_ROWS, pause_for
@@ -69,7 +72,26 @@ def test_tables_built_with_pauses_equal_those_without():
     assert table_of(chunk.records, pause).equals(table_of(chunk.records))
 
 
-def test_a_pause_sleeps_with_the_gil_released():
+@pytest.fixture
+def unfrozen_after():
+    """What a pause freezes goes back to the collector after the test (run.py does it after a run)."""
+    frozen_before = gc.get_freeze_count()
+    yield
+    if frozen_before == 0:
+        gc.unfreeze()
+
+
+def test_a_pause_freezes_what_the_collector_tracks(unfrozen_after):
+    records = [{"row": i} for i in range(5_000)]  # a chunk's records: young, tracked
+    frozen_before = gc.get_freeze_count()
+    pause_for(0)()
+    young = gc.get_count()[0]
+    assert young < 100  # the young generation starts again from (nearly) nothing ...
+    assert gc.get_freeze_count() >= frozen_before + len(records)  # ... the records are frozen, not collected
+    assert len(records) == 5_000
+
+
+def test_a_pause_sleeps_with_the_gil_released(unfrozen_after):
     started = time.perf_counter()
     pause_for(0.002)()
     assert time.perf_counter() - started >= 0.0015
