@@ -123,21 +123,23 @@ def executemany(rows: list[tuple], schema: str) -> float:
 
 def bare_copy_upsert(rows: list[tuple], schema: str) -> float:
     """(b): COPY of in-memory rows into the staging table, then the pipeline's upsert statement."""
-    from engine.catalog.postgres_store import apply_staged, staging_sql
+    from engine.catalog.postgres_store import apply_staged, staging_name, staging_sql
     from engine.catalog.upsert import UpsertPlan
 
     plan = UpsertPlan(fields=FIELDS, attributes=["Color"])
     columns = ", ".join(["row_no", *plan.staging_columns])
+    staging = staging_name(schema)
     with connect() as conn:
         conn.execute("SET temp_buffers = '256MB'")
         started = time.perf_counter()
         with conn.transaction(), conn.cursor() as cursor:
             cursor.execute("SET LOCAL work_mem = '256MB'")
-            cursor.execute(staging_sql(plan))
-            with cursor.copy(f"COPY staging ({columns}) FROM STDIN") as copy:
+            cursor.execute(staging_sql(plan, staging))
+            with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
                 for number, row in enumerate(rows, 2):
                     copy.write_row((number, *row))
-            inserted, updated = apply_staged(cursor, schema, "products", plan)
+            inserted, updated = apply_staged(cursor, schema, "products", plan, staging)
+            cursor.execute(f"DROP TABLE {staging}")
         seconds = time.perf_counter() - started
     assert inserted == len(rows), (inserted, updated)
     return seconds

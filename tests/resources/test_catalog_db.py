@@ -84,6 +84,19 @@ def snapshot(database) -> list[dict]:
     return database.rows()
 
 
+def staging_tables(database) -> list[str]:
+    """Staging tables in the catalog's schema, as any other session sees them (PostgreSQL; in
+    SQLite staging is a temporary table of the upload's connection)."""
+    if not isinstance(database, PostgresCatalogDatabase):
+        return []
+    import psycopg
+
+    with psycopg.connect(database.url) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'floodgate_staging%%'",
+            (database.db_schema,))]
+
+
 def test_migrations_run_once_and_make_the_indexes(database):
     assert database.migrate() == [1]
     assert database.migrate() == []
@@ -124,6 +137,7 @@ def test_insert_then_unchanged_then_update_with_database_timestamps(database):
     assert after["S0001"]["created_at"] == before["S0001"]["created_at"]
     assert after["S0002"] == before["S0002"]
     assert after["S0500"]["created_at"] == after["S0500"]["updated_at"]
+    assert staging_tables(database) == []  # each upload dropped its own before committing
 
 
 def test_columns_the_file_lacks_are_left_alone_and_attributes_merge(database):
@@ -200,6 +214,7 @@ def test_an_error_while_staging_leaves_the_table_as_it_was(database):
             staging.write(batch([product(i) for i in range(50, 80)]))
             raise RuntimeError("injected after two batches were staged")
     assert snapshot(database) == before
+    assert staging_tables(database) == []  # rolled back with the rest
 
 
 def start_upload(database, rows: list[dict], plan: UpsertPlan) -> tuple[threading.Thread, list]:
@@ -252,6 +267,7 @@ def test_a_connection_killed_during_the_upsert_leaves_the_table_as_it_was(postgr
         holder.rollback()
     assert failure and isinstance(failure[0], psycopg.OperationalError)
     assert snapshot(database) == before  # prices, timestamps and row versions all as before
+    assert staging_tables(database) == []  # the server rolled back its creation
     assert database.apply([batch([product(i, price=Decimal("7.77")) for i in range(300)])], plan).staged == 300
 
 
