@@ -225,7 +225,7 @@ class PostgresStaging:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._started = 0.0
-        self.table = staging_name(catalog.schema)
+        self.staging_table = staging_name(catalog.schema)
 
     def __enter__(self) -> "PostgresStaging":
         catalog = self.catalog
@@ -242,7 +242,7 @@ class PostgresStaging:
             self._conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"floodgate.catalog:{catalog.target}",)
             )
-            self._conn.execute(staging_sql(self.plan, self.table))
+            self._conn.execute(staging_sql(self.plan, self.staging_table))
         except BaseException:
             self._close(failed=True)
             raise
@@ -262,7 +262,7 @@ class PostgresStaging:
                 for fmt in ("text", "csv"):
                     if table is None:
                         break
-                    with cursor.copy(f"COPY {self.table} ({columns}) FROM STDIN (FORMAT {fmt})") as copy:
+                    with cursor.copy(f"COPY {self.staging_table} ({columns}) FROM STDIN (FORMAT {fmt})") as copy:
                         while table is not None:
                             payload = text_payload(table) if fmt == "text" else copy_payload(table)
                             if payload is None:
@@ -296,20 +296,20 @@ class PostgresStaging:
         self._drain()
         with self._conn.cursor() as cursor:
             if superseded:
-                cursor.execute(f"DELETE FROM {self.table} WHERE row_no = ANY(%s)", (list(superseded),))
+                cursor.execute(f"DELETE FROM {self.staging_table} WHERE row_no = ANY(%s)", (list(superseded),))
                 self.counts.staged -= cursor.rowcount
             if self.counts.staged < _ANALYZE_BELOW:
                 # a small upload: with statistics the planner looks its SKUs up by index
                 # instead of scanning the whole table (a never-analyzed table is
                 # estimated from its size, which for a large upload picks the hash join
                 # that ANALYZE would, without its 0.3 s on 500k rows)
-                cursor.execute(f"ANALYZE {self.table}")
+                cursor.execute(f"ANALYZE {self.staging_table}")
             self.counts.copy_seconds = time.perf_counter() - self._started
             started = time.perf_counter()
             self.counts.inserted, self.counts.updated = apply_staged(
-                cursor, self.catalog.schema, self.catalog.table, self.plan, self.table
+                cursor, self.catalog.schema, self.catalog.table, self.plan, self.staging_table
             )
-            cursor.execute(f"DROP TABLE {self.table}")  # before the commit: never seen by others
+            cursor.execute(f"DROP TABLE {self.staging_table}")  # before the commit: never seen by others
         self._close(failed=False)  # commits
         self.counts.upsert_seconds = time.perf_counter() - started
         self.counts.unchanged = self.counts.staged - self.counts.inserted - self.counts.updated
