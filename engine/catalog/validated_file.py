@@ -2,8 +2,8 @@
 
 One streaming pass, in bounded memory: the file is read in batches (csv_reader or
 xlsx_reader), each batch validated column-wise (validate) and written on. SKUs and row
-numbers of the valid rows are kept (a few bytes a row) to find, at the end, the SKUs a
-file repeats: the last occurrence is kept, the earlier ones are listed in the summary and
+numbers of the valid rows go to a scratch file (repeated_skus) to find, at the end, the SKUs
+a file repeats: the last occurrence is kept, the earlier ones are listed in the summary and
 the rejects file. Rows refused for a rule are not candidates: a SKU whose last row is
 refused keeps its last valid row.
 
@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, ContextManager, Protocol
 
-import numpy as np
 import pyarrow as pa
 
 from engine.catalog.columns import SKU, match_headers
 from engine.catalog.csv_reader import CsvSource, NeedsExactPass
 from engine.catalog.raw_rows import SourceInfo
 from engine.catalog.rejects import RejectsWriter
+from engine.catalog.repeated_skus import SkuTracker
 from engine.catalog.upsert import UpsertCounts, UpsertPlan
 from engine.catalog.text_stream import CSV_GZIP, DELIMITER_NAMES, XLSX, Utf8Stream, detect_format
 from engine.catalog.validate import Validator
@@ -87,72 +87,6 @@ class ValidationSummary:
     @classmethod
     def from_json(cls, text: str | bytes) -> "ValidationSummary":
         return cls(**json.loads(text))
-
-
-_FNV_PRIME = np.uint64(1099511628211)
-_FNV_OFFSET = np.uint64(14695981039346656037)
-
-
-def sku_hashes(skus: pa.Array) -> np.ndarray:
-    """A 64-bit FNV-1a hash of each SKU's UTF-8 bytes, computed column-wise (one numpy pass
-    per character position, not one Python call per SKU)."""
-    skus = skus.cast(pa.string())
-    n = len(skus)
-    if n == 0:
-        return np.zeros(0, np.uint64)
-    _, offsets_buffer, data_buffer = skus.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int32, n + 1, skus.offset * 4)
-    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(1, np.uint8)
-    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
-    hashes = np.full(n, _FNV_OFFSET, np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(int(lengths.max(initial=0))):
-            live = lengths > k
-            byte = data[np.minimum(starts + k, len(data) - 1)].astype(np.uint64)
-            hashes = np.where(live, (hashes ^ byte) * _FNV_PRIME, hashes)
-    return hashes
-
-
-class SkuTracker:
-    """The SKUs (Arrow, and as hashes) and row numbers of the valid rows, to find repeated
-    SKUs at the end in about 30 bytes a row: a hash table over 500k SKUs (Arrow's group_by
-    or dictionary_encode) cost 50-60 MB more. Equal hashes are checked on the SKUs
-    themselves, so a collision never merges two different SKUs."""
-
-    def __init__(self):
-        self._skus: list[pa.Array] = []
-        self._hashes: list[np.ndarray] = []
-        self._rows: list[np.ndarray] = []
-
-    def add(self, skus: pa.Array, rows: pa.Array) -> None:
-        self._skus.append(skus)
-        self._hashes.append(sku_hashes(skus))
-        self._rows.append(rows.to_numpy(zero_copy_only=False).astype(np.int64))
-
-    def superseded(self) -> list[tuple[int, str, int]]:
-        """(row, sku, the row kept) of every occurrence of a SKU but its last, ordered by row."""
-        if not self._hashes:
-            return []
-        hashes = np.concatenate(self._hashes)
-        # the repeated hash values from a plain sort, then where they are: a stable argsort
-        # of 500k hashes took 52 ms, this 5 ms
-        ordered = np.sort(hashes)
-        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-        if not len(repeated):
-            return []
-        positions = np.flatnonzero(np.isin(hashes, repeated))
-        rows = np.concatenate(self._rows)
-        skus = pa.chunked_array(self._skus, pa.string()).take(pa.array(positions)).to_pylist()
-        found = sorted(zip(rows[positions].tolist(), skus))
-        last = {sku: row for row, sku in found}
-        return [(row, sku, last[sku]) for row, sku in found if last[sku] != row]
-
-
-def find_superseded(skus: list[pa.Array], rows: list[pa.Array]) -> list[tuple[int, str, int]]:
-    tracker = SkuTracker()
-    for s, r in zip(skus, rows):
-        tracker.add(s, r)
-    return tracker.superseded()
 
 
 class Stager(Protocol):
@@ -219,10 +153,9 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
         header_map = match_headers(reader.header, name)
         validator = Validator(header_map)
         plan = UpsertPlan(fields=list(header_map.fields), attributes=[k for k, _ in header_map.extras])
-        tracker = SkuTracker()
         counts = {"rows": 0, "valid": 0, "blank": 0}
         applied: UpsertCounts | None = None
-        with open_outputs() as (parquet_out, rejects_out):
+        with SkuTracker() as tracker, open_outputs() as (parquet_out, rejects_out):
             # dictionaries only where values repeat, statistics only for the row number: SKUs and
             # descriptions are mostly distinct, and encoding them as dictionaries took 2.5x longer
             repeated = [c for c in validator.schema.names if c in ("name", "active") or c.startswith("attr_")]

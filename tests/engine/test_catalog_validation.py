@@ -4,7 +4,10 @@ rejects file, SKUs repeated in a file, the reject limit."""
 import contextlib
 import csv
 import io
+import tempfile
 from decimal import Decimal
+
+import numpy as np
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.catalog.columns import ALIASES, HeaderError, match_headers, normalize_header
-from engine.catalog.validated_file import ReadOptions, find_superseded, sku_hashes, validate_upload
+from engine.catalog.repeated_skus import SkuTracker, find_superseded, sku_hashes
+from engine.catalog.validated_file import ReadOptions, validate_upload
 
 
 @contextlib.contextmanager
@@ -149,13 +153,84 @@ def test_sku_hashes_are_equal_exactly_for_equal_skus():
     assert sku_hashes(skus.slice(2, 3)).tolist() == hashes[2:5]  # an array with an offset
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["A", "B", "C", "Ä", "A1", "AB", ""]), min_size=0, max_size=40), st.integers(1, 7))
-def test_find_superseded_agrees_with_a_plain_dictionary(skus, chunk):
-    rows = list(range(2, len(skus) + 2))
+def _superseded_by_dictionary(skus: list[str], rows: list[int]) -> list[tuple[int, str, int]]:
     last = {}
     for row, sku in zip(rows, skus):
         last[sku] = row
-    expected = [(row, sku, last[sku]) for row, sku in zip(rows, skus) if last[sku] != row]
-    chunks = [(pa.array(skus[i : i + chunk], pa.string()), pa.array(rows[i : i + chunk], pa.int64())) for i in range(0, len(skus), chunk)]
-    assert find_superseded([c[0] for c in chunks], [c[1] for c in chunks]) == expected
+    return [(row, sku, last[sku]) for row, sku in zip(rows, skus) if last[sku] != row]
+
+
+def _chunks(skus: list[str], rows: list[int], size: int) -> list[tuple[pa.Array, pa.Array]]:
+    return [(pa.array(skus[i : i + size], pa.string()), pa.array(rows[i : i + size], pa.int64())) for i in range(0, len(skus), size)]
+
+
+_SKUS = st.lists(st.sampled_from(["A", "B", "C", "Ä", "A1", "AB", ""]), min_size=0, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_SKUS, st.integers(1, 7))
+def test_find_superseded_agrees_with_a_plain_dictionary(skus, chunk):
+    rows = list(range(2, len(skus) + 2))
+    chunks = _chunks(skus, rows, chunk)
+    assert find_superseded([c[0] for c in chunks], [c[1] for c in chunks]) == _superseded_by_dictionary(skus, rows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_SKUS, st.integers(1, 7), st.integers(1, 5))
+def test_superseded_agrees_when_the_hashes_are_sorted_a_range_at_a_time(skus, chunk, sort_rows):
+    """A file of more than SORT_ROWS rows is gone through once per range of hash values."""
+    rows = list(range(2, len(skus) + 2))
+    with SkuTracker() as tracker:
+        tracker.SORT_ROWS = sort_rows
+        for sku_chunk, row_chunk in _chunks(skus, rows, chunk):
+            tracker.add(sku_chunk, row_chunk)
+        assert tracker.superseded() == _superseded_by_dictionary(skus, rows)
+
+
+def test_equal_hashes_of_different_skus_are_not_merged(monkeypatch):
+    import engine.catalog.repeated_skus as repeated_skus
+
+    monkeypatch.setattr(repeated_skus, "sku_hashes", lambda skus: np.zeros(len(skus), np.uint64))  # every SKU collides
+    skus, rows = ["A", "B", "A", "C", "B", "D"], [2, 3, 4, 5, 6, 7]
+    chunks = _chunks(skus, rows, 4)
+    assert find_superseded([c[0] for c in chunks], [c[1] for c in chunks]) == [(2, "A", 4), (3, "B", 6)]
+
+
+def test_closing_the_tracker_removes_its_scratch_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tracker = SkuTracker()
+    tracker.add(pa.array(["A", "A"]), pa.array([2, 3], pa.int64()))
+    assert [p.name.startswith("floodgate-skus-") for p in tmp_path.iterdir()] == [True]
+    assert tracker.superseded() == [(2, "A", 3)]
+    tracker.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_skus_scratch_file_is_removed_after_the_upload_and_after_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where TemporaryDirectory makes the scratch folder
+    summary, _, _ = validate("sku,name\nA1,x\nA2,y\nA1,z\n")
+    assert summary.superseded == [2]
+    with pytest.raises(HeaderError):
+        validate("name\nx\n")  # no sku column: fails before any row
+    with pytest.raises(RuntimeError, match="the database went away"):
+        validate("sku,name\nA1,x\nA2,y\n", staging=_FailingStaging)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FailingStaging:
+    """A staging whose first write fails, as a lost database connection would."""
+
+    def __init__(self, plan):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, table):
+        raise RuntimeError("the database went away")
+
+    def finish(self, superseded):
+        raise AssertionError("not reached")
