@@ -165,9 +165,8 @@ def run_pipeline(path: str, schema: str, home: str, name: str) -> None:
     import orchestration.definitions  # noqa: F401
     from assets.catalog import defs as catalog_defs
     from assets.catalog.settings import CatalogSettings
-    from bench.rss import RssSampler
+    from bench.rss import measured
     from engine.catalog.uploads import upload_partition_key
-    from engine.measure import peak_rss_bytes
     from partitions.catalog import catalog_uploads
     from resources.catalog_db import PostgresCatalogDatabase
     from resources.object_store import LocalDirectoryObjectStore
@@ -192,21 +191,14 @@ def run_pipeline(path: str, schema: str, home: str, name: str) -> None:
     job = dg.Definitions.merge(catalog_defs, dg.Definitions(resources=resources)).resolve_job_def("product_catalog")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(catalog_uploads.name, [partition])
-    rss_before = peak_rss_bytes()
-    sampler = RssSampler()
-    sampler.start()
-    started = time.perf_counter()
-    result = job.execute_in_process(partition_key=partition, instance=instance)
-    seconds = time.perf_counter() - started
-    sampler.done.set()
-    sampler.join()
+    with measured() as figures:
+        result = job.execute_in_process(partition_key=partition, instance=instance)
     assert result.success
     (products,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "catalog_products"]
     meta = {k: v.value for k, v in products.materialization.metadata.items()}
     print(json.dumps({
-        "seconds": seconds, "step_seconds": meta["seconds"], "rows": meta["rows_in"], "inserted": meta["inserted"],
+        **figures, "step_seconds": meta["seconds"], "rows": meta["rows_in"], "inserted": meta["inserted"],
         "updated": meta["updated"], "unchanged": meta["unchanged"], "rejected": meta["rejected"],
-        "peak_rss": max(sampler.peak, rss_before), "rss_before_run": rss_before,
     }))
 
 
@@ -226,10 +218,9 @@ def run_engine(path: str, schema: str) -> None:
     import contextlib
     import tempfile
 
-    from bench.rss import RssSampler
+    from bench.rss import measured
     from engine.catalog.postgres_store import PostgresCatalog
     from engine.catalog.validated_file import validate_upload
-    from engine.measure import peak_rss_bytes
 
     import psycopg  # noqa: F401  (imported by the first connection: not timed, as in (c))
 
@@ -241,17 +232,10 @@ def run_engine(path: str, schema: str) -> None:
             with open(Path(folder) / "validated.parquet", "wb") as validated, open(Path(folder) / "rejects.csv", "wb") as rejects:
                 yield validated, rejects
 
-        rss_before = peak_rss_bytes()
-        sampler = RssSampler()
-        sampler.start()
-        started = time.perf_counter()
-        summary = validate_upload(lambda: open(path, "rb"), path, outputs, staging=catalog.staging)
-        seconds = time.perf_counter() - started
-        sampler.done.set()
-        sampler.join()
+        with measured() as figures:
+            summary = validate_upload(lambda: open(path, "rb"), path, outputs, staging=catalog.staging)
     assert "dagster" not in sys.modules and summary.applied is not None
-    print(json.dumps({"seconds": seconds, "inserted": summary.applied["inserted"],
-                      "peak_rss": max(sampler.peak, rss_before), "rss_before_run": rss_before}))
+    print(json.dumps({**figures, "inserted": summary.applied["inserted"]}))
 
 
 def best_run(runs: list[dict]) -> dict:

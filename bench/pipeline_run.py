@@ -13,13 +13,11 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
 
-from bench.rss import RssSampler
-from engine.measure import peak_rss_bytes
+from bench.rss import measured
 
 
 def main() -> None:
@@ -36,14 +34,8 @@ def main() -> None:
     from orchestration.definitions import defs  # noqa: E402 - after FLOODGATE_HOME is set
 
     job = defs.resolve_job_def("search_terms_weekly")
-    rss_before = peak_rss_bytes()
-    sampler = RssSampler()
-    sampler.start()
-    started = time.perf_counter()
-    result = job.execute_in_process(partition_key=week, instance=dg.DagsterInstance.ephemeral())
-    seconds = time.perf_counter() - started
-    sampler.done.set()
-    sampler.join()
+    with measured() as figures:
+        result = job.execute_in_process(partition_key=week, instance=dg.DagsterInstance.ephemeral())
     assert result.success
     steps = {}
     for event in result.get_asset_materialization_events():
@@ -52,8 +44,9 @@ def main() -> None:
             k: meta[k].value for k in ("rows_in", "seconds", "peak_rss_mb", "start_rss_mb") if k in meta
         }
     rows = steps["parsed_search_terms"]["rows_in"]
-    peak = max(sampler.peak, rss_before, *(s["peak_rss_mb"] * 2**20 for s in steps.values() if "peak_rss_mb" in s))
-    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss": peak, "rss_before_run": rss_before, "steps": steps}))
+    peak = max(figures["peak_rss"], *(s["peak_rss_mb"] * 2**20 for s in steps.values() if "peak_rss_mb" in s))
+    print(json.dumps({"rows": rows, "seconds": figures["seconds"], "peak_rss": peak,
+                      "rss_before_run": figures["rss_before_run"], "steps": steps}))
 
 
 if __name__ == "__main__":
