@@ -8,10 +8,16 @@ twice; keys that disappear from the listing leave it. An object younger than
 settle_seconds waits for the next tick (a local copy may still be being written), and at
 most MAX_RUNS_PER_TICK uploads are requested per tick, the rest on the next ones.
 
-catalog_upload_failed_sensor: when a run of the catalog job fails, sends one
-upload.failed webhook with the reason (the failed step's message). A failure of the
-webhook step itself sends nothing: the upload was applied, and only its notification
-failed (re-running that step sends upload.completed again, under the same idempotency key).
+catalog_upload_failed_sensor: when a run of the catalog job fails for good, sends one
+webhook for its upload, so that each upload gets exactly one outcome:
+- a run Dagster will retry (run retries, e.g. after its process died) sends nothing: the
+  retry reports the upload;
+- a failure of the webhook step itself sends nothing: the upload was applied, and only its
+  notification failed (re-running that step sends upload.completed, under the same
+  idempotency key);
+- a run that failed after the upload was applied (its applied.json exists: the process died
+  in or before the webhook step) sends upload.completed, as the webhook step would have;
+- any other failure sends upload.failed with the reason (the failed step's message).
 """
 
 import json
@@ -20,7 +26,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from assets.catalog.jobs import catalog_job
-from assets.catalog.pipeline import REJECTS_FILE, WEBHOOK_STEP
+from assets.catalog.pipeline import REJECTS_FILE, WEBHOOK_STEP, read_applied, send_completed
 from assets.catalog.settings import CatalogSettings
 from engine.catalog.uploads import is_upload_name, parse_upload_partition_key, upload_id, upload_partition_key
 from engine.catalog.webhook import FAILED
@@ -30,6 +36,8 @@ from resources.webhook import WebhookSender
 
 MAX_RUNS_PER_TICK = 100
 UPLOAD_KEY_TAG = "floodgate/catalog_upload"
+# set by Dagster on a failed run when run retries are on: "true" if it will be retried
+WILL_RETRY_TAG = "dagster/will_retry"
 
 
 @dg.sensor(
@@ -115,9 +123,16 @@ def catalog_upload_failed_sensor(
     if not partition:
         context.log.warning(f"run {run.run_id} of the catalog job has no upload partition; no webhook")
         return
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        context.log.info(f"{partition}: run {run.run_id} failed and will be retried; its retry reports the upload")
+        return
     reason, steps = failure_reason(context)
     if steps and all(step == WEBHOOK_STEP for step in steps):
         context.log.info(f"{partition}: only the completion webhook failed; the upload is applied, no upload.failed")
+        return
+    applied = read_applied(object_store, catalog_settings, partition)
+    if applied is not None:
+        _report_applied(context, object_store, catalog_webhook, partition, applied, reason)
         return
     try:
         key, etag = parse_upload_partition_key(partition, catalog_settings.uploads_prefix)
@@ -138,3 +153,14 @@ def catalog_upload_failed_sensor(
         )
     else:
         context.log.info(f"upload.failed for {partition} delivered (attempt {delivery.attempts})")
+
+
+def _report_applied(context, store: ObjectStore, webhook: WebhookSender, partition: str, applied: dict, reason: str):
+    """The run failed after its upload was applied (it died in or before the webhook step):
+    upload.completed, not upload.failed."""
+    context.log.info(f"{partition}: the run failed ({reason[:200]}) after the upload was applied; upload.completed")
+    delivery = send_completed(webhook, store, partition, applied, log=context.log.warning)
+    if delivery is not None and not delivery.delivered:
+        raise Exception(
+            f"upload.completed for {partition} not delivered after {delivery.attempts} attempts ({delivery.error})"
+        )

@@ -387,12 +387,7 @@ def catalog_upload_webhook(
     if outcome is None:
         raise dg.Failure(f"no applied upload for {partition}: materialize catalog_products first", allow_retries=False)
     with StepMeasure() as measure:
-        delivery = catalog_webhook.send(
-            COMPLETED, upload_id(partition), _upload_fields(partition, outcome, object_store),
-            {k: outcome[k] for k in ("rows", "inserted", "updated", "unchanged", "rejected", "superseded", "seconds",
-                                     "rows_per_second", "peak_rss_mb")},
-            log=context.log.warning,
-        )
+        delivery = send_completed(catalog_webhook, object_store, partition, outcome, log=context.log.warning)
     if delivery is None:
         return dg.MaterializeResult(metadata=cost_metadata(measure, sent=False, note="no webhook URL configured"))
     metadata = cost_metadata(
@@ -412,6 +407,23 @@ def catalog_upload_webhook(
             allow_retries=not refused,  # a receiver that refuses the request refuses it again
         )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def send_completed(webhook: WebhookSender, store: ObjectStore, partition: str, outcome: dict, log=None):
+    """upload.completed for an applied upload (`outcome`: its applied.json), as the webhook
+    step sends it and, for a run that died after applying, the failure sensor; the same
+    idempotency key either way. None when no webhook URL is configured."""
+    return webhook.send(
+        COMPLETED, upload_id(partition), _upload_fields(partition, outcome, store),
+        {k: outcome[k] for k in ("rows", "inserted", "updated", "unchanged", "rejected", "superseded", "seconds",
+                                 "rows_per_second", "peak_rss_mb")},
+        log=log,
+    )
+
+
+def read_applied(store: ObjectStore, settings: CatalogSettings, partition: str) -> dict | None:
+    """The upload's applied.json (what applying it did), or None if it has not been applied."""
+    return _read_json(store, settings.result_key(partition, APPLIED_FILE))
 
 
 def _upload_fields(partition: str, outcome: dict, store: ObjectStore) -> dict:

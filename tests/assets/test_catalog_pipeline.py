@@ -5,7 +5,8 @@ real webhook receiver that checks signatures and the real Redis for progress.
 Covered: a run's metadata and outcome; exactly one accepted upload.completed even when the
 receiver answered 500 twice; the rejects file; a re-import of the same rows changes
 nothing; too many rejects fails the run with the table exactly as before, and the failure
-sensor sends upload.failed; a failed webhook step does not re-apply or report a failure;
+sensor sends upload.failed, but not for a run that will be retried, and upload.completed
+for a run that died after applying; a failed webhook step does not re-apply or report a failure;
 .xlsx uploads; catalog_products alone from the validated file; a replaced upload.
 """
 
@@ -21,13 +22,13 @@ import dagster as dg
 import pytest
 
 from assets.catalog import ASSETS
-from assets.catalog.pipeline import APPLIED_FILE, PRODUCTS, REJECTS_FILE, VALIDATED, WEBHOOK
+from assets.catalog.pipeline import APPLIED_FILE, PRODUCTS, REJECTS_FILE, UPLOAD, VALIDATED, WEBHOOK
 from assets.catalog.settings import CatalogSettings
 from engine.catalog.sample_catalog import csv_bytes, sample_rows, write_xlsx
 from engine.catalog.uploads import upload_id, upload_partition_key
 from engine.catalog.webhook import COMPLETED, FAILED
 from local_services.webhook_receiver import webhook_receiver
-from orchestration.catalog_sensor import catalog_upload_failed_sensor
+from orchestration.catalog_sensor import WILL_RETRY_TAG, catalog_upload_failed_sensor
 from partitions.catalog import catalog_uploads
 from resources.catalog_db import PostgresCatalogDatabase, SqliteCatalogDatabase
 from resources.object_store import LocalDirectoryObjectStore
@@ -70,13 +71,13 @@ class Catalog:
         with self.store.open_read(self.settings.result_key(partition, name)) as f:
             return f.read()
 
-    def notify_failure(self, result: dg.ExecuteInProcessResult) -> None:
-        """What the run-failure sensor does for this failed run."""
+    def notify_failure(self, result: dg.ExecuteInProcessResult, failure: dg.DagsterEvent | None = None) -> None:
+        """What the run-failure sensor does for this failed run (its tags as the instance has them now)."""
         context = dg.build_run_status_sensor_context(
             sensor_name="catalog_upload_failed_sensor",
             dagster_instance=self.instance,
-            dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(),
+            dagster_run=self.instance.get_run_by_id(result.run_id),
+            dagster_event=failure or result.get_run_failure_event(),
             resources=self.resources(),
         ).for_run_failure()
         catalog_upload_failed_sensor(context)
@@ -216,6 +217,37 @@ def test_a_failed_webhook_step_neither_reapplies_nor_reports_a_failure(tmp_path)
         assert retried.success and receiver.wait_for(1)
     assert receiver.accepted[0].event == COMPLETED and catalog.database.count() == 50
     assert not [e for e in retried.get_asset_materialization_events() if e.asset_key == PRODUCTS]
+
+
+def test_a_run_that_will_be_retried_sends_nothing_and_its_last_failure_sends_upload_failed(tmp_path):
+    with webhook_receiver(SECRET) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url)
+        rows = [list(r) for r in sample_rows(100)]
+        rows[5][4] = rows[6][4] = "-1"  # 2% rejected: the run fails
+        result = catalog.run(catalog.upload("a.csv", rows_text(rows)))
+        assert not result.success
+        catalog.instance.add_run_tags(result.run_id, {WILL_RETRY_TAG: "true"})  # as Dagster tags it with run retries on
+        catalog.notify_failure(result)
+        assert receiver.attempts == []  # the retry will report the upload
+        catalog.instance.add_run_tags(result.run_id, {WILL_RETRY_TAG: "false"})  # the last attempt
+        catalog.notify_failure(result)
+        assert receiver.wait_for(1)
+    assert [e.event for e in receiver.accepted] == [FAILED]
+
+
+def test_a_run_that_died_after_applying_sends_upload_completed_not_failed(tmp_path):
+    with webhook_receiver(SECRET) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url)
+        partition = catalog.upload("a.csv", rows_text(list(sample_rows(40))))
+        applied = catalog.run(partition, selection=[UPLOAD, VALIDATED, PRODUCTS])  # the webhook step never ran
+        assert applied.success and receiver.attempts == []
+        # the run's process lost before its webhook step, as run monitoring reports it: no step failed
+        died = catalog.instance.report_run_failed(applied.dagster_run, "the run worker's process exited")
+        catalog.notify_failure(applied, died)
+        assert receiver.wait_for(1)
+    (event,) = receiver.accepted
+    assert event.event == COMPLETED and event.signature_valid and event.body["data"]["inserted"] == 40
+    assert event.idempotency_key == f"{COMPLETED}:{upload_id(partition)}" and catalog.database.count() == 40
 
 
 def test_an_xlsx_upload(tmp_path):
