@@ -98,7 +98,10 @@ def migrate_postgres(conn, schema: str, table: str) -> list[int]:
     schema, table = check_identifier(schema), check_identifier(table)
     applied_now = []
     with conn.transaction():
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the whole database even when the schema
+        # is there: a role that owns its schema and nothing more runs every upload's migrations
+        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema.lower(),)).fetchone():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {schema}.{MIGRATIONS_TABLE} (
                 target text NOT NULL, version integer NOT NULL, name text NOT NULL,

@@ -294,6 +294,28 @@ def test_a_sku_another_writer_adds_during_the_upload_is_updated_not_a_failure(po
     assert [r["sku"] for r in rows] == [f"S{i:04d}" for i in range(10)] and {r["name"] for r in rows} == {"uploaded"}
 
 
+def test_a_role_with_create_on_its_schema_alone_can_upload(postgres_database):
+    """The role the README asks for: CREATE on the catalog's schema, not on the database."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    database, role = postgres_database, f"test_catalog_role_{uuid.uuid4().hex[:8]}"
+    schema = database.db_schema
+    with psycopg.connect(database.url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            admin.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
+            assert not admin.execute("SELECT has_database_privilege(%s, current_database(), 'CREATE')", (role,)).fetchone()[0]
+            limited = PostgresCatalogDatabase(url=make_conninfo(database.url, user=role), db_schema=schema)
+            counts = limited.apply([batch([product(1), product(2)])], UpsertPlan(fields=FULL, attributes=[]))
+            assert (counts.inserted, counts.updated) == (2, 0)
+            counts = limited.apply([batch([product(1), product(2, price=Decimal("9.50"))])], UpsertPlan(fields=FULL, attributes=[]))
+            assert (counts.inserted, counts.updated, counts.unchanged) == (0, 1, 1)
+        finally:
+            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            admin.execute(f"DROP ROLE {role}")
+
+
 def test_describe_never_shows_the_password():
     database = PostgresCatalogDatabase(url="postgresql://floodgate:hunter2@db.internal:6543/catalog")
     assert database.describe() == "postgresql:db.internal:6543/catalog/public.products"
