@@ -171,6 +171,8 @@ class Utf8Stream(io.RawIOBase):
             self._started = True
             chunk = self._start(chunk)
             final = not chunk
+        if self.encoding is None and not final and not chunk.isascii():
+            chunk, final = self._complete_first_character(chunk)
         if final:
             self._eof = True
         out = self._process(chunk, final)
@@ -178,6 +180,19 @@ class Utf8Stream(io.RawIOBase):
             self.saw_nul = True
         rest = self._out[self._pos :] if self._pos < len(self._out) else b""
         self._out, self._pos = (rest + out if rest else out), 0
+
+    def _complete_first_character(self, chunk: bytes) -> tuple[bytes, bool]:
+        """The chunk, extended to at least 4 bytes past its first byte that is not ASCII (or to
+        the end of the text), and whether the text ends with it. The encoding is decided at
+        that byte; cut off by the end of a read, a Latin-1 é (0xE9) looks like the start of a
+        3-byte UTF-8 character, which an incremental decoder holds back instead of refusing."""
+        first = _NOT_ASCII.search(chunk).start()
+        while len(chunk) - first < 4:
+            more = self._read_source()
+            if not more:
+                return chunk, True
+            chunk += more
+        return chunk, False
 
     def _start(self, chunk: bytes) -> bytes:
         """Look at the first bytes: BOMs, and a declared encoding."""

@@ -93,6 +93,24 @@ def test_detection_waits_for_the_first_byte_that_is_not_ascii():
     assert outputs.rows()[-1]["name"] == "Crème brûlée"
 
 
+@pytest.mark.parametrize("before_end", [1, 2, 3, 4])
+@pytest.mark.parametrize("encoded", [b"\xe9", "é".encode("utf-8")])
+def test_the_first_byte_that_is_not_ascii_at_the_end_of_a_read_decides_as_anywhere(before_end, encoded):
+    """Whether the first non-ASCII character ends a 1 MiB read of the stream or not."""
+    at = (1 << 20) - before_end  # where the character starts: its first byte the last of a read, or near it
+    data, n = bytearray((HEADER + "A0,plain,1\n").encode()), 1
+    while len(data) + 40 < at:
+        data += b"A%d,plain,1\n" % n
+        n += 1
+    data += b"Z1," + b"x" * (at - len(data) - 3) + encoded + b"ve,2\n"
+    data += b"".join(b"B%d,plain,1\n" % i for i in range(10))
+    assert data.index(encoded) == at
+    summary, outputs = validate(data)
+    assert summary.source["encoding"] == ("windows-1252" if encoded == b"\xe9" else "utf-8")
+    (row,) = [r for r in outputs.rows() if r["sku"] == "Z1"]
+    assert row["name"].endswith("éve") and summary.rejected == 0
+
+
 def test_a_file_that_mixes_encodings_fails_with_the_byte_offset():
     good = "sku,name\nA1,Café\n".encode("utf-8")
     bad = "A2,Café\n".encode("latin-1")
