@@ -4,10 +4,11 @@ real webhook receiver that checks signatures and the real Redis for progress.
 
 Covered: a run's metadata and outcome; exactly one accepted upload.completed even when the
 receiver answered 500 twice; the rejects file; a re-import of the same rows changes
-nothing; too many rejects fails the run with the table exactly as before, and the failure
-sensor sends upload.failed, but not for a run that will be retried, and upload.completed
-for a run that died after applying; a failed webhook step does not re-apply or report a failure;
-.xlsx uploads; catalog_products alone from the validated file; a replaced upload.
+nothing; too many rejects fails the run with the table exactly as before (SQLite and
+PostgreSQL), and the failure sensor sends upload.failed, but not for a run that will be
+retried, and upload.completed for a run that died after applying; a failed webhook step
+does not re-apply or report a failure; .xlsx uploads; catalog_products alone from the
+validated file; a replaced upload.
 """
 
 import csv
@@ -295,6 +296,27 @@ def test_a_run_against_postgresql(tmp_path):
         assert (products["inserted"], products["updated"], products["unchanged"]) == (0, 1, 1999)
         assert catalog.database.rows([rows[5][0]])[0]["price"] == Decimal("1.25")
         assert products["table"].startswith("postgresql:") and "public" not in products["table"]
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_too_many_rejects_leave_a_postgresql_table_exactly_as_before(tmp_path):
+    import psycopg
+
+    url = postgres_or_skip()
+    schema = f"test_pipeline_{uuid.uuid4().hex[:12]}"
+    try:
+        catalog = Catalog(tmp_path, database=PostgresCatalogDatabase(url=url, db_schema=schema))
+        assert catalog.run(catalog.upload("a.csv", rows_text(list(sample_rows(500))))).success
+        before = catalog.database.rows()
+        rows = [list(r) for r in sample_rows(500, price_shift=3)]  # every price changed
+        for r in rows[400:406]:
+            r[3] = "free"  # 6 of 500 rejected (1.2%), after 400 good rows were staged
+        result = catalog.run(catalog.upload("b.csv", rows_text(rows)))
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        assert "6 of 500 rows rejected (1.20%), over the 1.00% limit" in failure.event_specific_data.error.message
+        assert catalog.database.rows() == before  # the same rows, prices and timestamps
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
