@@ -18,6 +18,8 @@ webhook for its upload, so that each upload gets exactly one outcome:
 - a run that failed after the upload was applied (its applied.json exists: the process died
   in or before the webhook step) sends upload.completed, as the webhook step would have;
 - any other failure sends upload.failed with the reason (the failed step's message).
+It also writes the upload's final state into its Redis progress key for a run that died
+(a failed step writes its own), so that the key does not say "importing" until it expires.
 """
 
 import json
@@ -28,6 +30,7 @@ import dagster as dg
 from assets.catalog.jobs import catalog_job
 from assets.catalog.pipeline import REJECTS_FILE, WEBHOOK_STEP, read_applied, send_completed
 from assets.catalog.settings import CatalogSettings
+from engine.catalog.progress import RedisProgress
 from engine.catalog.uploads import is_upload_name, parse_upload_partition_key, upload_id, upload_partition_key
 from engine.catalog.webhook import FAILED
 from partitions.catalog import catalog_uploads
@@ -132,8 +135,12 @@ def catalog_upload_failed_sensor(
         return
     applied = read_applied(object_store, catalog_settings, partition)
     if applied is not None:
+        _publish_state(catalog_settings, partition, context, "completed",
+                       **{k: applied[k] for k in ("rows", "inserted", "updated", "unchanged", "rejected")})
         _report_applied(context, object_store, catalog_webhook, partition, applied, reason)
         return
+    if not steps:  # the run died (no step failed, so none wrote its state): the key would say importing for days
+        _publish_state(catalog_settings, partition, context, "failed", reason=f"the run failed: {reason[:500]}")
     try:
         key, etag = parse_upload_partition_key(partition, catalog_settings.uploads_prefix)
     except ValueError:
@@ -164,3 +171,15 @@ def _report_applied(context, store: ObjectStore, webhook: WebhookSender, partiti
         raise Exception(
             f"upload.completed for {partition} not delivered after {delivery.attempts} attempts ({delivery.error})"
         )
+
+
+def _publish_state(settings: CatalogSettings, partition: str, context, state: str, **fields) -> None:
+    """The upload's final state in its Redis progress key (engine/catalog/progress.py), when one is configured."""
+    if not settings.redis_url:
+        return
+    board = RedisProgress(settings.redis_url, partition, upload_id(partition), prefix=settings.progress_key_prefix,
+                          ttl_seconds=settings.progress_ttl_seconds, log=context.log)
+    try:
+        board.publish(state, **fields)
+    finally:
+        board.close()

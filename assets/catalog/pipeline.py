@@ -121,6 +121,12 @@ class _UploadProgress:
                 rows_per_second=round(rows / elapsed, 1), eta_seconds=None if eta is None else round(eta, 1),
             )
 
+    def applying(self) -> None:
+        """The file is read; the database applies its rows (the long part of a re-import)."""
+        self.log.log.info("the file is read; applying its rows to the catalog")
+        if self.board is not None:
+            self.board.publish("applying", eta_seconds=None)
+
     def done(self, state: str, **fields) -> None:
         if self.board is not None:
             self.board.publish(state, **fields)
@@ -135,8 +141,8 @@ class _CheckedStaging:
     """The database's staging, but `finish` first checks that the object is still the
     upload (a file replaced while it was read must not be applied)."""
 
-    def __init__(self, database: CatalogDatabase, store: ObjectStore, key: str, etag: str):
-        self.database, self.store, self.key, self.etag = database, store, key, etag
+    def __init__(self, database: CatalogDatabase, store: ObjectStore, key: str, etag: str, progress: "_UploadProgress"):
+        self.database, self.store, self.key, self.etag, self.progress = database, store, key, etag, progress
 
     @contextlib.contextmanager
     def __call__(self, plan: UpsertPlan):
@@ -158,6 +164,7 @@ class _Finisher:
                 f"{self.checked.store.uri(self.checked.key)} was replaced or removed while it was read; nothing applied",
                 allow_retries=False,
             )
+        self.checked.progress.applying()
         return self.staging.finish(superseded)
 
 
@@ -239,7 +246,7 @@ def catalog_import(
     key, etag, info = _upload(context, store, settings)
     where = store.uri(key)
     progress = _UploadProgress(context, settings, f"importing {where}", info.size)
-    staging = _CheckedStaging(catalog_database, store, key, etag) if PRODUCTS in selected else None
+    staging = _CheckedStaging(catalog_database, store, key, etag, progress) if PRODUCTS in selected else None
     try:
         with StepMeasure() as measure:
             summary = validate_upload(

@@ -1,11 +1,13 @@
 """Progress of an upload where an external page can poll it: one Redis hash per upload.
 
 Key `<prefix><upload id>` (engine.catalog.uploads.upload_id; the prefix defaults to
-`floodgate:catalog:upload:`), fields: state (validating, applying, completed, failed),
-rows, bytes, total_bytes, rows_per_second, eta_seconds, upload (the partition key),
-updated_at (ISO UTC), and at the end inserted, updated, unchanged, rejected or reason. It
-expires `ttl_seconds` after its last write. Written once per batch, never per row. A
-Redis that is down costs a warning in the run log, never the upload.
+`floodgate:catalog:upload:`), fields: state, rows, bytes, total_bytes, rows_per_second,
+eta_seconds, upload (the partition key), updated_at (ISO UTC), and at the end inserted,
+updated, unchanged, rejected or reason. States: importing (reading, validating and
+staging, once per batch, never per row), applying (the file is read; the database applies
+it), then completed, validated (catalog_validated_rows materialized alone) or failed (also
+written by the run-failure sensor for a run that died). It expires `ttl_seconds` after its
+last write. A Redis that is down costs a warning in the run log, never the upload.
 """
 
 from __future__ import annotations

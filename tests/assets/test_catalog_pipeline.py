@@ -170,6 +170,7 @@ def test_a_run_applies_the_upload_reports_it_and_sends_one_signed_webhook(tmp_pa
     ]
     progress = {k.decode(): v.decode() for k, v in board.client.hgetall(progress_key).items()}
     assert progress["state"] == "completed" and progress["inserted"] == "300" and progress["rejected"] == "1"
+    assert any("applying its rows" in entry.user_message for entry in catalog.instance.all_logs(result.run_id))
 
 
 def test_the_same_rows_uploaded_again_change_nothing(tmp_path):
@@ -236,9 +237,9 @@ def test_a_run_that_will_be_retried_sends_nothing_and_its_last_failure_sends_upl
     assert [e.event for e in receiver.accepted] == [FAILED]
 
 
-def test_a_run_that_died_after_applying_sends_upload_completed_not_failed(tmp_path):
+def test_a_run_that_died_after_applying_sends_upload_completed_not_failed(tmp_path, board):
     with webhook_receiver(SECRET) as receiver:
-        catalog = Catalog(tmp_path, webhook_url=receiver.url)
+        catalog = Catalog(tmp_path, webhook_url=receiver.url, redis_url=board.url, progress_key_prefix=board.prefix)
         partition = catalog.upload("a.csv", rows_text(list(sample_rows(40))))
         applied = catalog.run(partition, selection=[UPLOAD, VALIDATED, PRODUCTS])  # the webhook step never ran
         assert applied.success and receiver.attempts == []
@@ -249,6 +250,24 @@ def test_a_run_that_died_after_applying_sends_upload_completed_not_failed(tmp_pa
     (event,) = receiver.accepted
     assert event.event == COMPLETED and event.signature_valid and event.body["data"]["inserted"] == 40
     assert event.idempotency_key == f"{COMPLETED}:{upload_id(partition)}" and catalog.database.count() == 40
+    assert board.client.hget(board.prefix + upload_id(partition), "state") == b"completed"
+
+
+def test_a_run_that_died_while_importing_sends_upload_failed_and_marks_its_progress_failed(tmp_path, board):
+    from engine.catalog.progress import RedisProgress
+
+    with webhook_receiver(SECRET) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url, redis_url=board.url, progress_key_prefix=board.prefix)
+        partition = catalog.upload("a.csv", rows_text(list(sample_rows(40))))
+        started = catalog.run(partition, selection=[UPLOAD])
+        key = board.prefix + upload_id(partition)
+        RedisProgress(board.url, partition, upload_id(partition), prefix=board.prefix).publish("importing", rows=20)
+        died = catalog.instance.report_run_failed(started.dagster_run, "the run worker's process exited")
+        catalog.notify_failure(started, died)
+        assert receiver.wait_for(1)
+    (event,) = receiver.accepted
+    assert event.event == FAILED and "the run worker's process exited" in event.body["data"]["reason"]
+    assert board.client.hget(key, "state") == b"failed" and catalog.database.count() == 0
 
 
 def test_an_xlsx_upload(tmp_path):
