@@ -2,8 +2,8 @@
 
 A SKU repeated within one upload keeps its last occurrence; the earlier ones are superseded
 (validated_file.py). Finding them needs every valid row's SKU, and the file may have any
-number of rows. Kept in memory (the SKUs as Arrow arrays, their hashes, their row numbers)
-that cost about 33 bytes a row of the import's peak: 16-24 MiB for 500k rows, 63 MiB for
+number of rows. Kept in memory (the SKUs as Arrow arrays, their hashes, their row numbers),
+they cost about 33 bytes a row of the import's peak: 16-24 MiB for 500k rows, 63 MiB for
 2M. So each batch's (hash, row, SKU) is written to a scratch file instead (Arrow IPC, in a
 temporary directory under TMPDIR, about 32 bytes a row: 16 MB for 500k rows), and at the end:
 
