@@ -32,7 +32,7 @@ from assets.catalog.pipeline import REJECTS_FILE, WEBHOOK_STEP, read_applied, se
 from assets.catalog.settings import CatalogSettings
 from engine.catalog.progress import RedisProgress
 from engine.catalog.uploads import is_upload_name, parse_upload_partition_key, upload_id, upload_partition_key
-from engine.catalog.webhook import FAILED
+from engine.catalog.webhook import COMPLETED, FAILED
 from partitions.catalog import catalog_uploads
 from resources.object_store import ObjectStore
 from resources.webhook import WebhookSender
@@ -151,26 +151,27 @@ def catalog_upload_failed_sensor(
     data = {"reason": reason, "failed_steps": steps, "run_id": run.run_id}
     if object_store.exists(rejects_key):
         data["rejects_uri"] = object_store.uri(rejects_key)
+    context.log.info(f"{partition} failed: {reason[:200]}")
     delivery = catalog_webhook.send(FAILED, upload_id(partition), upload, data, log=context.log.warning)
-    if delivery is None:
-        context.log.info(f"{partition} failed ({reason[:200]}); no webhook URL configured")
-    elif not delivery.delivered:
-        raise Exception(  # the sensor's tick fails, visibly, and the failure is not lost from its history
-            f"upload.failed for {partition} not delivered after {delivery.attempts} attempts ({delivery.error})"
-        )
-    else:
-        context.log.info(f"upload.failed for {partition} delivered (attempt {delivery.attempts})")
+    _check_delivered(context, FAILED, partition, delivery)
 
 
 def _report_applied(context, store: ObjectStore, webhook: WebhookSender, partition: str, applied: dict, reason: str):
     """The run failed after its upload was applied (it died in or before the webhook step):
     upload.completed, not upload.failed."""
     context.log.info(f"{partition}: the run failed ({reason[:200]}) after the upload was applied; upload.completed")
-    delivery = send_completed(webhook, store, partition, applied, log=context.log.warning)
-    if delivery is not None and not delivery.delivered:
-        raise Exception(
-            f"upload.completed for {partition} not delivered after {delivery.attempts} attempts ({delivery.error})"
+    _check_delivered(context, COMPLETED, partition, send_completed(webhook, store, partition, applied, log=context.log.warning))
+
+
+def _check_delivered(context, event: str, partition: str, delivery) -> None:
+    if delivery is None:
+        context.log.info(f"{event} for {partition}: no webhook URL configured")
+    elif not delivery.delivered:
+        raise Exception(  # the sensor's tick fails, visibly, and the failure is not lost from its history
+            f"{event} for {partition} not delivered after {delivery.attempts} attempts ({delivery.error})"
         )
+    else:
+        context.log.info(f"{event} for {partition} delivered (attempt {delivery.attempts})")
 
 
 def _publish_state(settings: CatalogSettings, partition: str, context, state: str, **fields) -> None:

@@ -390,7 +390,7 @@ def catalog_upload_webhook(
     catalog_webhook: WebhookSender,
 ) -> dg.MaterializeResult:
     partition = context.partition_key
-    outcome = _read_json(object_store, catalog_settings.result_key(partition, APPLIED_FILE))
+    outcome = read_applied(object_store, catalog_settings, partition)
     if outcome is None:
         raise dg.Failure(f"no applied upload for {partition}: materialize catalog_products first", allow_retries=False)
     with StepMeasure() as measure:

@@ -59,8 +59,8 @@ class SkuTracker:
 
     SORT_ROWS = 1 << 20  # hashes sorted at once at the end: 8 MiB
 
-    def __init__(self, scratch_dir: str | None = None):
-        self._folder = tempfile.TemporaryDirectory(prefix="floodgate-skus-", dir=scratch_dir)
+    def __init__(self):
+        self._folder = tempfile.TemporaryDirectory(prefix="floodgate-skus-")  # under TMPDIR
         self._path = os.path.join(self._folder.name, "skus.arrow")
         self._sink: pa.NativeFile | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None

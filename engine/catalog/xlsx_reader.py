@@ -10,8 +10,8 @@ size, and expanded a chunk at a time when cells refer to it (`_SharedStrings`).
 
 Measured on 500k rows × 7 columns (docs/PERFORMANCE.md): python-calamine reads the whole
 sheet into memory first (337 MB); openpyxl's read-only mode took 88 s; expat with Python
-handlers 15–40 s; this reader, in the whole import into PostgreSQL without Dagster, 10 s
-and a 205 MB peak (bench.catalog's (d), of which 119 MB is pyarrow and psycopg loaded).
+handlers 15–40 s; this reader, in the whole import into PostgreSQL without Dagster, 13 s
+and a 183 MB peak (bench.catalog's (d), of which 114 MB is pyarrow and psycopg loaded).
 
 Cells become the text a person sees in Excel, as far as the catalog needs it: numbers as
 written, or in their shortest form at Excel's 15 significant digits when the file carries
