@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import aiohttp
 from yarl import URL
 
 from engine.enrichment.breaker import BreakerSettings
 from engine.enrichment.limiter import RateSettings
 from engine.enrichment.retry import RetrySettings
 from engine.enrichment.template import Request
+
+if TYPE_CHECKING:
+    import aiohttp
 
 TIMEOUT, CONNECTION = "timeout", "connection"
 
@@ -76,6 +79,7 @@ class ApiClient:
             self._headers[settings.auth_header] = scheme + settings.api_key
         self._urls: dict[str, URL] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._connection_errors: tuple[type[BaseException], ...] = (OSError,)
 
     def add_headers(self, headers: dict[str, str]) -> None:
         # the template's static headers; the auth header is set last and wins
@@ -83,6 +87,10 @@ class ApiClient:
         self._headers = {**self._headers, **headers, **auth}
 
     async def __aenter__(self) -> "ApiClient":
+        # imported here, not with the module: the code location imports this module, and so
+        # every run's process, of every pipeline; aiohttp costs it about 8 MB
+        import aiohttp
+
         s = self.settings
         connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=s.concurrency, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=s.request_timeout, connect=s.connect_timeout)
@@ -91,6 +99,7 @@ class ApiClient:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, raise_for_status=False, cookie_jar=aiohttp.DummyCookieJar()
         )
+        self._connection_errors = (aiohttp.ClientError, OSError)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -117,7 +126,7 @@ class ApiClient:
                 return Answer(status, body, response.headers.get("Retry-After"), f"http_{status}")
         except asyncio.TimeoutError:  # aiohttp's timeouts subclass it (and ClientError)
             return Answer(None, cause=TIMEOUT, error=f"no answer within {self.settings.request_timeout:g}s")
-        except (aiohttp.ClientError, OSError) as exc:  # refused, reset, closed without an answer
+        except self._connection_errors as exc:  # refused, reset, closed without an answer
             return Answer(None, cause=CONNECTION, error=self.scrub(f"{type(exc).__name__}: {exc}"))
 
     def scrub(self, text: str) -> str:

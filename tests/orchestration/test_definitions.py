@@ -2,6 +2,7 @@
 and takes its settings and paths from the environment."""
 
 import importlib
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -243,3 +244,25 @@ def test_a_bad_setting_in_the_environment_names_the_variable(monkeypatch):
     monkeypatch.setenv("SEARCH_TERMS_MAX_REJECT_FRACTION", "5%")
     with pytest.raises(deployment.DeploymentError, match="SEARCH_TERMS_MAX_REJECT_FRACTION='5%'"):
         deployment.search_terms_settings()
+
+
+def test_loading_the_code_location_leaves_each_pipelines_heavy_clients_unimported(tmp_path):
+    """Every run's process loads the whole code location before its first step: a client
+    only one pipeline uses (aiohttp alone is about 8 MB resident) is imported by the code
+    that uses it, not by the definitions. Checked in a fresh interpreter, as a run starts."""
+    import json
+    import subprocess
+    import sys
+
+    heavy = ["aiohttp", "duckdb", "boto3", "botocore", "opensearchpy", "openpyxl", "redis", "psycopg",
+             "google.cloud.bigquery", "torch", "sentence_transformers", "fastembed", "pyspark"]
+    probe = (
+        "import json, sys\n"
+        "import orchestration.definitions\n"
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).resolve().parents[2], env={**os.environ, "FLOODGATE_HOME": str(tmp_path)},
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
