@@ -157,7 +157,7 @@ class _Finisher:
     def write(self, table: pa.Table) -> None:
         self.staging.write(table)
 
-    def finish(self, superseded: list[int]):
+    def finish(self, superseded):
         info = self.checked.store.stat(self.checked.key)
         if info is None or info.etag != self.checked.etag:
             raise dg.Failure(
@@ -291,7 +291,7 @@ def catalog_import(
         rows_in=summary.rows,
         rows_out=summary.applied_rows,
         rejects=summary.rejected,
-        superseded=dg.MetadataValue.int(len(summary.superseded)),
+        superseded=dg.MetadataValue.int(summary.superseded),
         blank_rows=dg.MetadataValue.int(summary.blank),
         format=summary.source["format"],
         **({"encoding": summary.source["encoding"], "delimiter": summary.source["delimiter"]}
@@ -326,7 +326,7 @@ def _outcome(context, key: str, etag: str, summary: ValidationSummary, applied: 
         "updated": applied.get("updated", 0),
         "unchanged": applied.get("unchanged", 0),
         "rejected": summary.rejected,
-        "superseded": len(summary.superseded),
+        "superseded": summary.superseded,
         "seconds": round(measure.seconds, 3),
         "rows_per_second": round(measure.rate(summary.rows), 1),
         "peak_rss_mb": round(measure.peak_rss / 2**20, 1),
@@ -360,8 +360,7 @@ def _apply_validated(context, store: ObjectStore, settings: CatalogSettings, dat
     if summary.too_many_rejects:
         raise dg.Failure(f"{partition}: its validation rejected too many rows ({summary.rejected:,}); nothing applied",
                          allow_retries=False)
-    plan = UpsertPlan(fields=list(summary.fields), attributes=summary.attributes, superseded=summary.superseded,
-                      rows=summary.applied_rows)
+    plan = UpsertPlan(fields=list(summary.fields), attributes=summary.attributes, rows=summary.applied_rows)
     progress = Progress(context.log, f"applying {partition}", total=plan.rows, interval=settings.progress_interval_seconds,
                         unit="staged rows")
     with StepMeasure() as measure:

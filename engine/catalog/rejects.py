@@ -17,6 +17,7 @@ import io
 import json
 from typing import BinaryIO
 
+from engine.catalog.repeated_skus import Superseded
 from engine.catalog.validate import Reject
 
 EXAMPLES_KEPT = 20
@@ -42,12 +43,13 @@ class RejectsWriter:
                 self.examples.append(reject)
         self.rejected += len(rejects)
 
-    def write_superseded(self, superseded: list[tuple[int, str, int]], sku_column: int) -> None:
-        """(row, sku, the row kept) of each earlier occurrence of a repeated SKU."""
-        for row, sku, kept in superseded:
-            cells = [""] * self._width
-            cells[sku_column] = sku
-            self._csv.writerow([row, f"superseded: sku {sku!r} appears again at row {kept}, which is kept", *cells, ""])
+    def write_superseded(self, superseded: Superseded, sku_column: int) -> None:
+        """A line for each earlier occurrence of a repeated SKU."""
+        cells = [""] * self._width
+        for chunk in superseded.chunks():
+            for row, sku, kept in chunk:
+                cells[sku_column] = sku
+                self._csv.writerow([row, f"superseded: sku {sku!r} appears again at row {kept}, which is kept", *cells, ""])
         self.superseded += len(superseded)
 
     def close(self) -> None:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.catalog.columns import ACTIVE, PRICE
 from engine.catalog.migrations import check_identifier, migrate_sqlite
+from engine.catalog.repeated_skus import apply_last_occurrences
 from engine.catalog.upsert import StageProgress, UpsertCounts, UpsertPlan
 
 
@@ -66,9 +68,7 @@ class SqliteCatalog:
     def apply(self, batches: Iterable[pa.Table], plan: UpsertPlan, progress: StageProgress | None = None) -> UpsertCounts:
         """Apply validated batches (output_schema's columns) in one transaction."""
         with self.staging(plan, progress) as staging:
-            for table in batches:
-                staging.write(table)
-            return staging.finish(plan.superseded)
+            return apply_last_occurrences(staging, batches)
 
     def _upsert(self, conn: sqlite3.Connection, plan: UpsertPlan) -> tuple[int, int]:
         table = self.table
@@ -156,11 +156,12 @@ class SqliteStaging:
             if self.progress is not None:
                 self.progress(self.counts.staged)
 
-    def finish(self, superseded: list[int] | None = None) -> UpsertCounts:
+    def finish(self, superseded: Sequence[int] | np.ndarray = ()) -> UpsertCounts:
+        """Apply the staged rows but the superseded ones (row numbers), and commit."""
         conn = self._conn
-        if superseded:
+        if len(superseded):
             conn.execute("CREATE TEMPORARY TABLE superseded (row_no INTEGER PRIMARY KEY)")
-            conn.executemany("INSERT INTO superseded VALUES (?)", ((r,) for r in superseded))
+            conn.executemany("INSERT INTO superseded VALUES (?)", ((r,) for r in np.asarray(superseded).tolist()))
             self.counts.staged -= conn.execute("DELETE FROM staging WHERE row_no IN (SELECT row_no FROM superseded)").rowcount
             conn.execute("DROP TABLE temp.superseded")
         self.counts.copy_seconds = time.perf_counter() - self._started

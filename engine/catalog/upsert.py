@@ -16,7 +16,7 @@ Rules (the same in PostgreSQL and SQLite):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.catalog.columns import ACTIVE, DESCRIPTION, NAME, PRICE, SKU, STOCK
 from engine.catalog.validate import attribute_column
@@ -28,7 +28,6 @@ UPDATABLE = (NAME, DESCRIPTION, PRICE, STOCK, ACTIVE)
 class UpsertPlan:
     fields: list[str]  # catalog fields the file has, sku first
     attributes: list[str]  # keys of its unknown columns, for attr_0, attr_1, ...
-    superseded: list[int] = field(default_factory=list)  # rows not to apply (an earlier occurrence of a SKU)
     rows: int = 0  # rows that will be applied, for progress
 
     @property

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, ContextManager, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from engine.catalog.columns import SKU, match_headers
@@ -53,7 +54,7 @@ class ReadOptions:
 @dataclass
 class ValidationSummary:
     """What the validation found; stored as the upload's summary.json (a later run that
-    applies the validated file alone reads its columns and superseded rows from it)."""
+    applies the validated file alone reads its columns from it)."""
 
     source: dict  # SourceInfo as a dict
     headers: list[str]
@@ -62,16 +63,20 @@ class ValidationSummary:
     rows: int  # data rows read (blank rows not counted)
     valid: int  # rows in the validated file (superseded ones included)
     rejected: int
-    superseded: list[int]  # row numbers of earlier occurrences of a repeated SKU
+    superseded: int  # earlier occurrences of a repeated SKU (listed in the rejects file)
     blank: int
     exact_pass: bool  # the file was read a second time with the exact CSV reader
     max_reject_fraction: float
     examples: list[dict] = field(default_factory=list)  # the first rejects: row, reasons
     applied: dict | None = None  # UpsertCounts, when the rows were applied as they were validated
 
+    def __post_init__(self):
+        if isinstance(self.superseded, list):  # summaries written before the count replaced the list
+            self.superseded = len(self.superseded)
+
     @property
     def applied_rows(self) -> int:
-        return self.valid - len(self.superseded)
+        return self.valid - self.superseded
 
     @property
     def reject_fraction(self) -> float:
@@ -95,7 +100,7 @@ class Stager(Protocol):
 
     def write(self, table: pa.Table) -> None: ...
 
-    def finish(self, superseded: list[int]) -> UpsertCounts: ...
+    def finish(self, superseded: np.ndarray) -> UpsertCounts: ...  # rows not to apply
 
 
 # (the upload's columns) → a context manager around a Stager; leaving it without finish rolls back
@@ -190,7 +195,7 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
                     if stager is not None:
                         if counts["rows"] and rejects.rejected / counts["rows"] > max_reject_fraction:  # as too_many_rejects
                             raise _NotApplied()
-                        applied = stager.finish([row for row, _, _ in superseded])
+                        applied = stager.finish(superseded.rows)
             except _NotApplied:
                 pass
             finally:
@@ -204,7 +209,7 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
         rows=counts["rows"],
         valid=counts["valid"],
         rejected=rejects.rejected,
-        superseded=[row for row, _, _ in superseded],
+        superseded=len(superseded),
         blank=counts["blank"],
         exact_pass=exact,
         max_reject_fraction=max_reject_fraction,

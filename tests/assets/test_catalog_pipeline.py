@@ -320,6 +320,38 @@ def test_a_run_against_postgresql(tmp_path):
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+@pytest.mark.parametrize("alone", [False, True], ids=["in-one-run", "products-alone"])
+def test_a_postgresql_upload_listing_every_sku_twice_applies_each_last_row(tmp_path, alone):
+    """40k rows, the second half repeating the first half's SKUs with other values, across
+    the reader's batches: the last rows are applied and 20k earlier ones reported, in the
+    run that validates and, from the validated file, in a run of catalog_products alone."""
+    import psycopg
+
+    url = postgres_or_skip()
+    schema = f"test_pipeline_{uuid.uuid4().hex[:12]}"
+    try:
+        catalog = Catalog(tmp_path, database=PostgresCatalogDatabase(url=url, db_schema=schema))
+        first, last = list(sample_rows(20_000, seed=1)), list(sample_rows(20_000, seed=2))
+        partition = catalog.upload("twice.csv", rows_text(first + last))
+        if alone:
+            assert catalog.run(partition, selection=[VALIDATED]).success
+            result = catalog.run(partition, selection=[PRODUCTS])
+        else:
+            result = catalog.run(partition)
+        assert result.success
+        products = metadata(result, PRODUCTS)
+        assert (products["inserted"], products["updated"], products["unchanged"]) == (20_000, 0, 0)
+        stored = {r["sku"]: r for r in catalog.database.rows()}
+        assert len(stored) == 20_000
+        assert all(stored[sku]["name"] == name and stored[sku]["price"] == price for sku, name, _, price, *_ in last)
+        rejects = list(csv.DictReader(catalog.result(partition, REJECTS_FILE).decode("utf-8-sig").splitlines()))
+        assert [int(r["row"]) for r in rejects] == list(range(2, 20_002))
+        assert rejects[-1]["reasons"] == f"superseded: sku '{first[-1][0]}' appears again at row 40001, which is kept"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def test_too_many_rejects_leave_a_postgresql_table_exactly_as_before(tmp_path):
     import psycopg
 

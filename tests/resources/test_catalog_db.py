@@ -163,9 +163,11 @@ def test_new_products_get_the_defaults_of_columns_the_file_lacks(database):
     assert row["active"] is True and row["attributes"] == {} and row["name"] is None
 
 
-def test_superseded_rows_are_not_applied(database):
-    rows = [product(1, name="first"), product(2), product(1, row=10, name="last")]
-    counts = database.apply([batch(rows)], UpsertPlan(fields=FULL, attributes=[], superseded=[3]))
+def test_a_repeated_sku_is_applied_from_its_last_row(database):
+    """As validate_upload does with a file: the earlier rows of a SKU are not applied, also
+    when they are in another batch."""
+    rows = [product(1, name="first"), product(2), product(1, row=10, name="middle")]
+    counts = database.apply([batch(rows), batch([product(1, row=11, name="last")])], UpsertPlan(fields=FULL, attributes=[]))
     assert counts.staged == 2 and counts.inserted == 2 and database.rows(["S0001"])[0]["name"] == "last"
 
 
