@@ -12,12 +12,13 @@ catalog_upload_failed_sensor: when a run of the catalog job fails for good, send
 webhook for its upload, so that each upload gets exactly one outcome:
 - a run Dagster will retry (run retries, e.g. after its process died) sends nothing: the
   retry reports the upload;
-- a failure of the webhook step itself sends nothing: the upload was applied, and only its
-  notification failed (re-running that step sends upload.completed, under the same
-  idempotency key);
 - a run that failed after the upload was applied (its applied.json exists: the process died
-  in or before the webhook step) sends upload.completed, as the webhook step would have;
+  in or before the webhook step, or the webhook step could not deliver) sends
+  upload.completed, as the webhook step would have, under the same idempotency key;
 - any other failure sends upload.failed with the reason (the failed step's message).
+An event the receiver does not take after the sender's retries is parked for
+catalog_webhook_redelivery_sensor (orchestration/webhook_outbox.py), which sends it again
+until it is taken.
 It also writes the upload's final state into its Redis progress key for a run that died
 (a failed step writes its own), so that the key does not say "importing" until it expires.
 """
@@ -28,11 +29,12 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from assets.catalog.jobs import catalog_job
-from assets.catalog.pipeline import REJECTS_FILE, WEBHOOK_STEP, read_applied, send_completed
+from assets.catalog.pipeline import REJECTS_FILE, read_applied, send_completed
 from assets.catalog.settings import CatalogSettings
 from engine.catalog.progress import RedisProgress
 from engine.catalog.uploads import is_upload_name, parse_upload_partition_key, upload_id, upload_partition_key
 from engine.catalog.webhook import COMPLETED, FAILED
+from orchestration.webhook_outbox import park
 from partitions.catalog import catalog_uploads
 from resources.object_store import ObjectStore
 from resources.webhook import WebhookSender
@@ -130,14 +132,13 @@ def catalog_upload_failed_sensor(
         context.log.info(f"{partition}: run {run.run_id} failed and will be retried; its retry reports the upload")
         return
     reason, steps = failure_reason(context)
-    if steps and all(step == WEBHOOK_STEP for step in steps):
-        context.log.info(f"{partition}: only the completion webhook failed; the upload is applied, no upload.failed")
-        return
     applied = read_applied(object_store, catalog_settings, partition)
     if applied is not None:
         _publish_state(catalog_settings, partition, context, "completed",
                        **{k: applied[k] for k in ("rows", "inserted", "updated", "unchanged", "rejected")})
-        _report_applied(context, object_store, catalog_webhook, partition, applied, reason)
+        context.log.info(f"{partition}: the run failed ({reason[:200]}) after the upload was applied; upload.completed")
+        delivery = send_completed(catalog_webhook, object_store, partition, applied, log=context.log.warning)
+        _check_delivered(context, object_store, catalog_settings, COMPLETED, partition, delivery)
         return
     if not steps:  # the run died (no step failed, so none wrote its state): the key would say importing for days
         _publish_state(catalog_settings, partition, context, "failed", reason=f"the run failed: {reason[:500]}")
@@ -153,22 +154,17 @@ def catalog_upload_failed_sensor(
         data["rejects_uri"] = object_store.uri(rejects_key)
     context.log.info(f"{partition} failed: {reason[:200]}")
     delivery = catalog_webhook.send(FAILED, upload_id(partition), upload, data, log=context.log.warning)
-    _check_delivered(context, FAILED, partition, delivery)
+    _check_delivered(context, object_store, catalog_settings, FAILED, partition, delivery)
 
 
-def _report_applied(context, store: ObjectStore, webhook: WebhookSender, partition: str, applied: dict, reason: str):
-    """The run failed after its upload was applied (it died in or before the webhook step):
-    upload.completed, not upload.failed."""
-    context.log.info(f"{partition}: the run failed ({reason[:200]}) after the upload was applied; upload.completed")
-    _check_delivered(context, COMPLETED, partition, send_completed(webhook, store, partition, applied, log=context.log.warning))
-
-
-def _check_delivered(context, event: str, partition: str, delivery) -> None:
+def _check_delivered(context, store: ObjectStore, settings: CatalogSettings, event: str, partition: str, delivery) -> None:
     if delivery is None:
         context.log.info(f"{event} for {partition}: no webhook URL configured")
     elif not delivery.delivered:
-        raise Exception(  # the sensor's tick fails, visibly, and the failure is not lost from its history
-            f"{event} for {partition} not delivered after {delivery.attempts} attempts ({delivery.error})"
+        parked = park(store, settings, partition, upload_id(partition), event, delivery)
+        context.log.warning(
+            f"{event} for {partition} not delivered after {delivery.attempts} attempts ({delivery.error}); "
+            f"parked at {parked} for catalog_webhook_redelivery_sensor"
         )
     else:
         context.log.info(f"{event} for {partition} delivered (attempt {delivery.attempts})")

@@ -42,7 +42,6 @@ VALIDATED = dg.AssetKey("catalog_validated_rows")
 PRODUCTS = dg.AssetKey("catalog_products")
 WEBHOOK = dg.AssetKey("catalog_upload_webhook")
 IMPORT_STEP = "catalog_import"
-WEBHOOK_STEP = "catalog_upload_webhook"
 # result files, under <results_prefix>/<partition key>/
 VALIDATED_FILE, REJECTS_FILE, SUMMARY_FILE, APPLIED_FILE = "validated.parquet", "rejects.csv", "summary.json", "applied.json"
 

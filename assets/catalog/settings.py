@@ -13,6 +13,8 @@ class CatalogSettings(dg.ConfigurableResource):
 
     uploads_prefix: str = "catalog/uploads"  # merchants' files: <prefix>/<path>.csv[.gz] | .tsv | .txt | .xlsx
     results_prefix: str = "catalog/results"  # <prefix>/<partition key>/{validated.parquet,rejects.csv,summary.json,applied.json}
+    # webhooks not delivered after their retries, kept until they are: <prefix>/<upload id>.<event>.json
+    outbox_prefix: str = "catalog/webhooks/undelivered"
     max_reject_fraction: float = 0.01  # more rejected rows than this: the upload fails, nothing applied
     encoding: str | None = None  # None: detected (UTF-8 with or without BOM, Windows-1252/Latin-1)
     delimiter: str | None = None  # None: sniffed among comma, semicolon, tab

@@ -72,6 +72,7 @@ class Delivery:
     error: str | None  # why the last attempt failed
     idempotency_key: str
     seconds: float
+    body: bytes = b""  # what was signed and sent: a later redelivery sends the same bytes
 
 
 def deliver(
@@ -105,7 +106,7 @@ def deliver(
             with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
                 status = response.status
                 response.read(65536)
-            return Delivery(True, attempt, status, None, key, time.monotonic() - started)
+            return Delivery(True, attempt, status, None, key, time.monotonic() - started, body)
         except urllib.error.HTTPError as exc:
             status, error = exc.code, f"HTTP {exc.code}"
             retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
@@ -126,7 +127,7 @@ def deliver(
         if log is not None:
             log(f"webhook {event} to {redact(url)}: attempt {attempt} failed ({error}); retrying in {wait:.1f}s")
         sleep(wait)
-    return Delivery(False, attempt, status, error, key, time.monotonic() - started)
+    return Delivery(False, attempt, status, error, key, time.monotonic() - started, body)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -207,18 +207,57 @@ def test_too_many_rejects_fail_the_run_apply_nothing_and_send_upload_failed(tmp_
     assert failed.body["data"]["rejects_uri"].endswith(REJECTS_FILE)
 
 
-def test_a_failed_webhook_step_neither_reapplies_nor_reports_a_failure(tmp_path):
+def test_a_failed_webhook_step_is_followed_by_upload_completed_from_the_sensor_not_a_reapply(tmp_path):
     with webhook_receiver(SECRET, script=[400]) as receiver:
         catalog = Catalog(tmp_path, webhook_url=receiver.url)
         partition = catalog.upload("a.csv", rows_text(list(sample_rows(50))))
         result = catalog.run(partition)
         assert not result.success and metadata(result, PRODUCTS)["inserted"] == 50
-        catalog.notify_failure(result)  # only the webhook failed: no upload.failed
-        assert receiver.accepted == [] and len(receiver.attempts) == 1
+        catalog.notify_failure(result)  # the upload was applied: upload.completed, not upload.failed
+        assert receiver.wait_for(1) and len(receiver.attempts) == 2
         retried = catalog.run(partition, selection=[WEBHOOK])  # a re-run of the webhook step alone
-        assert retried.success and receiver.wait_for(1)
-    assert receiver.accepted[0].event == COMPLETED and catalog.database.count() == 50
+        assert retried.success
+    assert [e.event for e in receiver.accepted] == [COMPLETED]  # the re-run's delivery had the same key
+    assert len(receiver.attempts) == 3 and receiver.attempts[2].idempotency_key == receiver.accepted[0].idempotency_key
+    assert catalog.database.count() == 50
     assert not [e for e in retried.get_asset_materialization_events() if e.asset_key == PRODUCTS]
+
+
+def test_an_outcome_the_receiver_does_not_take_is_parked_and_redelivered_once_it_does(tmp_path):
+    """The receiver is down through the run's and the failure sensor's retries: the
+    upload.failed is parked in the object store, and the redelivery sensor sends it, the
+    same signed bytes, once the receiver answers; a tick while it is still down keeps it."""
+    from orchestration.webhook_outbox import catalog_webhook_redelivery_sensor, outbox_key
+
+    attempts = Catalog(tmp_path).webhook.max_attempts
+    with webhook_receiver(SECRET, script=[503] * (attempts + 1)) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url)
+        rows = [list(r) for r in sample_rows(100)]
+        rows[5][4] = rows[6][4] = "-1"  # 2% rejected: the run fails
+        partition = catalog.upload("a.csv", rows_text(rows))
+        result = catalog.run(partition)
+        catalog.notify_failure(result)
+        assert len(receiver.attempts) == attempts and receiver.accepted == []
+        parked_key = outbox_key(catalog.settings, upload_id(partition), FAILED)
+        with catalog.store.open_read(parked_key) as f:
+            parked = json.loads(f.read())
+        assert parked["attempts"] == attempts and parked["last_status"] == 503 and SECRET not in json.dumps(parked)
+
+        def tick():
+            context = dg.build_sensor_context(instance=catalog.instance, resources=catalog.resources())
+            return catalog_webhook_redelivery_sensor(context)
+
+        tick()  # the receiver's last 503
+        assert receiver.accepted == [] and catalog.store.exists(parked_key)
+        skip = tick()
+        assert receiver.wait_for(1) and "1 of 1" in skip.skip_message
+        assert not catalog.store.exists(parked_key)
+        assert tick().skip_message == "no undelivered webhook"
+    (delivered,) = receiver.accepted
+    assert delivered.event == FAILED and delivered.signature_valid
+    assert delivered.idempotency_key == f"{FAILED}:{upload_id(partition)}"
+    assert json.dumps(delivered.body, sort_keys=True, separators=(",", ":")) == parked["body"]  # the bytes first signed
+    assert len(receiver.attempts) == attempts + 2
 
 
 def test_a_run_that_will_be_retried_sends_nothing_and_its_last_failure_sends_upload_failed(tmp_path):

@@ -140,7 +140,8 @@ def test_the_catalog_definitions_load_with_their_local_resources(tmp_path):
     job = defs.resolve_job_def("product_catalog")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
         "catalog_upload", "catalog_validated_rows", "catalog_products", "catalog_upload_webhook"}
-    assert {s.name for s in defs.sensors} == {"catalog_uploads_sensor", "catalog_upload_failed_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "catalog_uploads_sensor", "catalog_upload_failed_sensor", "catalog_webhook_redelivery_sensor"}
 
 
 def test_production_resources_come_from_the_environment_and_hide_their_values(tmp_path, monkeypatch):

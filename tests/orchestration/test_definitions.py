@@ -158,7 +158,7 @@ def test_prod_loads_s3_and_bigquery_from_the_environment_and_every_job_resolves(
     assert defs.resolve_job_def("search_terms_weekly").partitions_def is not None
     assert sorted(s.name for s in defs.sensors) == [
         "books_automation", "books_partitions_sensor", "catalog_upload_failed_sensor", "catalog_uploads_sensor",
-        "enrichment_files_sensor", "search_terms_report_sensor",
+        "catalog_webhook_redelivery_sensor", "enrichment_files_sensor", "search_terms_report_sensor",
     ]
 
     resources = deployment.resources()
