@@ -35,15 +35,15 @@ class WebhookSender(dg.ConfigurableResource):
         """Deliver one event; None when no URL is configured."""
         if not self.url:
             return None
-        if not self.secret:
-            raise dg.Failure("a webhook URL is configured without a secret to sign with (FLOODGATE_WEBHOOK_SECRET)")
         return self.deliver_body(event, idempotency_key(event, upload_id), event_body(event, upload, data), log=log)
 
     def deliver_body(self, event: str, key: str, body: bytes, *, max_attempts: int | None = None,
                      log: Callable[[str], None] | None = None) -> Delivery:
         """Deliver a body made before (a parked delivery: orchestration/webhook_outbox.py)."""
-        if not self.url or not self.secret:
-            raise dg.Failure("no webhook URL and secret configured (FLOODGATE_WEBHOOK_URL, FLOODGATE_WEBHOOK_SECRET)")
+        if not self.url:
+            raise dg.Failure("no webhook URL configured (FLOODGATE_WEBHOOK_URL)")
+        if not self.secret:
+            raise dg.Failure("a webhook URL is configured without a secret to sign with (FLOODGATE_WEBHOOK_SECRET)")
         return deliver(
             self.url, self.secret, event, body, key,
             timeout_seconds=self.timeout_seconds, max_attempts=max_attempts or self.max_attempts,

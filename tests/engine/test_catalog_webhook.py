@@ -98,3 +98,15 @@ def test_retried_statuses(status):
     with webhook_receiver(SECRET, script=[status]) as receiver:
         delivery, _ = send(receiver)
     assert delivery.delivered and delivery.attempts == 2
+
+
+def test_the_sender_sends_nothing_without_a_url_and_refuses_a_url_without_a_secret():
+    import dagster as dg
+
+    from resources.webhook import WebhookSender
+
+    assert WebhookSender().send("upload.completed", "u1", {}, {}) is None
+    with pytest.raises(dg.Failure, match="without a secret to sign with"):
+        WebhookSender(url="http://127.0.0.1:9/hook").send("upload.completed", "u1", {}, {})
+    with pytest.raises(dg.Failure, match="without a secret to sign with"):
+        WebhookSender(url="http://127.0.0.1:9/hook").deliver_body("upload.completed", "k", b"{}")
