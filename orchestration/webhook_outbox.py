@@ -14,12 +14,19 @@ A tick tries each parked event once, the least recently tried first, and stops a
 first that fails:
 the receiver is still down, and the rest wait for the next tick (a tick must finish in
 well under a minute).
+
+An event still not taken `webhook_redelivery_hours` after it was parked (72 by default, as
+webhook senders commonly give up after about three days) is not sent again: a receiver
+that has refused it that long refuses it for a reason of its own (a 4xx for its body, a
+URL that is gone), and a tick would otherwise spend an attempt on it every few minutes
+for ever. It is moved, whole, to `<expired_webhooks_prefix>/`, where an operator can read
+or move it back, and the tick logs an error naming it.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -33,6 +40,11 @@ MAX_PER_TICK = 50
 
 def outbox_key(settings: CatalogSettings, upload_id: str, event: str) -> str:
     return f"{settings.outbox_prefix.rstrip('/')}/{upload_id}.{event}.json"
+
+
+def expired_key(settings: CatalogSettings, parked_key: str) -> str:
+    """Where a parked event goes once the sensor has given up on it (the same file name)."""
+    return f"{settings.expired_webhooks_prefix.rstrip('/')}/{parked_key.rsplit('/', 1)[-1]}"
 
 
 def park(store: ObjectStore, settings: CatalogSettings, partition: str, upload_id: str, event: str,
@@ -60,7 +72,8 @@ def _write(store: ObjectStore, key: str, entry: dict) -> None:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Sends again, until the receiver takes them, the catalog webhooks (upload.completed or upload.failed) "
-        "that were not delivered after their retries, as they were first signed and with the same Idempotency-Key."
+        "that were not delivered after their retries, as they were first signed and with the same Idempotency-Key; "
+        "after webhook_redelivery_hours (72) it moves one aside, under expired_webhooks_prefix, and logs an error."
     ),
 )
 def catalog_webhook_redelivery_sensor(
@@ -76,10 +89,17 @@ def catalog_webhook_redelivery_sensor(
     if not catalog_webhook.configured:
         context.log.warning(f"{len(parked)} undelivered webhooks under {object_store.uri(prefix)}, and no webhook URL configured")
         return dg.SkipReason("no webhook URL configured")
-    delivered = 0
+    delivered = expired = 0
+    give_up_before = None
+    if catalog_settings.webhook_redelivery_hours > 0:
+        give_up_before = datetime.now(timezone.utc) - timedelta(hours=catalog_settings.webhook_redelivery_hours)
     for info in parked[:MAX_PER_TICK]:
         with object_store.open_read(info.key) as f:
             entry = json.loads(f.read())
+        if give_up_before is not None and datetime.fromisoformat(entry["parked_at"]) < give_up_before:
+            _expire(context, object_store, catalog_settings, info.key, entry)
+            expired += 1
+            continue
         delivery = catalog_webhook.deliver_body(
             entry["event"], entry["idempotency_key"], entry["body"].encode(), max_attempts=1, log=context.log.warning
         )
@@ -93,7 +113,22 @@ def catalog_webhook_redelivery_sensor(
         _write(object_store, info.key, entry)
         context.log.warning(
             f"{entry['event']} for {entry['partition']} still not delivered ({delivery.error}; {entry['attempts']} "
-            f"attempts since {entry['parked_at']}); {len(parked) - delivered} wait for the next tick"
+            f"attempts since {entry['parked_at']}); {len(parked) - delivered - expired} wait for the next tick"
         )
         break
-    return dg.SkipReason(f"{delivered} of {len(parked)} undelivered webhooks delivered")
+    gave_up = f", {expired} given up (moved under {catalog_settings.expired_webhooks_prefix}/)" if expired else ""
+    return dg.SkipReason(f"{delivered} of {len(parked)} undelivered webhooks delivered{gave_up}")
+
+
+def _expire(context, store: ObjectStore, settings: CatalogSettings, key: str, entry: dict) -> None:
+    """Stop sending a parked event: move it under the expired prefix (written before the
+    parked copy is deleted, so a failure in between leaves it parked, not lost)."""
+    target = expired_key(settings, key)
+    entry["expired_at"] = datetime.now(timezone.utc).isoformat()
+    _write(store, target, entry)
+    store.delete(key)
+    context.log.error(
+        f"{entry['event']} for {entry['partition']} given up after {entry['attempts']} attempts since "
+        f"{entry['parked_at']} (more than {settings.webhook_redelivery_hours:g} h; last: "
+        f"{entry['last_error'] or entry['last_status']}); kept at {store.uri(target)}"
+    )

@@ -3,6 +3,7 @@
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from engine.catalog.uploads import parse_upload_partition_key
 from engine.catalog.validated_file import ReadOptions
@@ -15,6 +16,11 @@ class CatalogSettings(dg.ConfigurableResource):
     results_prefix: str = "catalog/results"  # <prefix>/<partition key>/{validated.parquet,rejects.csv,summary.json,applied.json}
     # webhooks not delivered after their retries, kept until they are: <prefix>/<upload id>.<event>.json
     outbox_prefix: str = "catalog/webhooks/undelivered"
+    # how long the redelivery sensor keeps sending a parked webhook (webhook senders
+    # commonly give up after about three days); after that it is moved, not deleted, to
+    # <expired_webhooks_prefix>/ and the sensor logs an error. 0: never give up
+    webhook_redelivery_hours: float = Field(default=72.0, ge=0)
+    expired_webhooks_prefix: str = "catalog/webhooks/expired"
     max_reject_fraction: float = 0.01  # more rejected rows than this: the upload fails, nothing applied
     encoding: str | None = None  # None: detected (UTF-8 with or without BOM, Windows-1252/Latin-1)
     delimiter: str | None = None  # None: sniffed among comma, semicolon, tab

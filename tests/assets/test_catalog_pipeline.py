@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import uuid
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -258,6 +259,57 @@ def test_an_outcome_the_receiver_does_not_take_is_parked_and_redelivered_once_it
     assert delivered.idempotency_key == f"{FAILED}:{upload_id(partition)}"
     assert json.dumps(delivered.body, sort_keys=True, separators=(",", ":")) == parked["body"]  # the bytes first signed
     assert len(receiver.attempts) == attempts + 2
+
+
+def test_a_parked_webhook_older_than_the_redelivery_window_is_moved_aside_not_sent(tmp_path):
+    """An event parked longer than webhook_redelivery_hours is not sent again: the tick
+    moves it, whole, under the expired prefix, and still delivers the younger ones."""
+    from engine.catalog.webhook import Delivery, event_body, idempotency_key
+    from orchestration.webhook_outbox import catalog_webhook_redelivery_sensor, expired_key, outbox_key, park
+
+    with webhook_receiver(SECRET) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url, webhook_redelivery_hours=72)
+        keys, bodies = {}, {}
+        for name, age_hours in (("old", 73), ("young", 71)):
+            key = idempotency_key(COMPLETED, name)
+            body = bodies[name] = event_body(COMPLETED, {"id": name}, {"rows": 1})
+            park(catalog.store, catalog.settings, f"{name}.csv@1", name, COMPLETED,
+                 Delivery(False, 6, 503, "HTTP 503", key, 1.0, body))
+            keys[name] = outbox_key(catalog.settings, name, COMPLETED)
+            with catalog.store.open_read(keys[name]) as f:
+                entry = json.loads(f.read())
+            entry["parked_at"] = (datetime.now(timezone.utc) - timedelta(hours=age_hours)).isoformat()
+            with catalog.store.open_write(keys[name]) as out:
+                out.write(json.dumps(entry).encode())
+        context = dg.build_sensor_context(instance=catalog.instance, resources=catalog.resources())
+        skip = catalog_webhook_redelivery_sensor(context)
+        assert receiver.wait_for(1)
+    assert "1 of 2 undelivered webhooks delivered, 1 given up" in skip.skip_message
+    assert [e.idempotency_key for e in receiver.attempts] == [idempotency_key(COMPLETED, "young")]
+    assert not catalog.store.exists(keys["old"]) and not catalog.store.exists(keys["young"])
+    with catalog.store.open_read(expired_key(catalog.settings, keys["old"])) as f:
+        expired = json.loads(f.read())
+    assert expired["idempotency_key"] == idempotency_key(COMPLETED, "old") and expired["attempts"] == 6
+    assert expired["body"] == bodies["old"].decode() and "expired_at" in expired
+
+
+def test_a_redelivery_window_of_zero_never_gives_up(tmp_path):
+    from engine.catalog.webhook import Delivery, event_body, idempotency_key
+    from orchestration.webhook_outbox import catalog_webhook_redelivery_sensor, outbox_key, park
+
+    with webhook_receiver(SECRET) as receiver:
+        catalog = Catalog(tmp_path, webhook_url=receiver.url, webhook_redelivery_hours=0)
+        key = outbox_key(catalog.settings, "u", COMPLETED)
+        park(catalog.store, catalog.settings, "u.csv@1", "u", COMPLETED,
+             Delivery(False, 6, 503, "HTTP 503", idempotency_key(COMPLETED, "u"), 1.0, event_body(COMPLETED, {}, {})))
+        with catalog.store.open_read(key) as f:
+            entry = json.loads(f.read())
+        entry["parked_at"] = (datetime.now(timezone.utc) - timedelta(days=365)).isoformat()
+        with catalog.store.open_write(key) as out:
+            out.write(json.dumps(entry).encode())
+        context = dg.build_sensor_context(instance=catalog.instance, resources=catalog.resources())
+        assert "1 of 1 undelivered webhooks delivered" == catalog_webhook_redelivery_sensor(context).skip_message
+        assert receiver.wait_for(1) and not catalog.store.exists(key)
 
 
 def test_a_run_that_will_be_retried_sends_nothing_and_its_last_failure_sends_upload_failed(tmp_path):
