@@ -7,8 +7,9 @@ receiver answered 500 twice; the rejects file; a re-import of the same rows chan
 nothing; too many rejects fails the run with the table exactly as before (SQLite and
 PostgreSQL), and the failure sensor sends upload.failed, but not for a run that will be
 retried, and upload.completed for a run that died after applying; a failed webhook step
-does not re-apply or report a failure; .xlsx uploads; catalog_products alone from the
-validated file; a replaced upload.
+does not re-apply or report a failure; an undelivered outcome parked and redelivered, and
+given up (moved aside) after the redelivery window; .xlsx uploads; catalog_products alone
+from the validated file; a replaced upload.
 """
 
 import csv
@@ -261,54 +262,55 @@ def test_an_outcome_the_receiver_does_not_take_is_parked_and_redelivered_once_it
     assert len(receiver.attempts) == attempts + 2
 
 
+def _park_aged(catalog: Catalog, upload: str, hours: float) -> tuple[str, bytes]:
+    """An undelivered upload.completed for `upload`, parked `hours` ago: (its key, its body)."""
+    from engine.catalog.webhook import Delivery, event_body, idempotency_key
+    from orchestration.webhook_outbox import outbox_key, park
+
+    body = event_body(COMPLETED, {"id": upload}, {"rows": 1})
+    park(catalog.store, catalog.settings, f"{upload}.csv@1", upload, COMPLETED,
+         Delivery(False, 6, 503, "HTTP 503", idempotency_key(COMPLETED, upload), 1.0, body))
+    key = outbox_key(catalog.settings, upload, COMPLETED)
+    with catalog.store.open_read(key) as f:
+        entry = json.loads(f.read())
+    entry["parked_at"] = (datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat()
+    with catalog.store.open_write(key) as out:
+        out.write(json.dumps(entry).encode())
+    return key, body
+
+
+def _redelivery_tick(catalog: Catalog) -> dg.SkipReason:
+    from orchestration.webhook_outbox import catalog_webhook_redelivery_sensor
+
+    return catalog_webhook_redelivery_sensor(dg.build_sensor_context(instance=catalog.instance, resources=catalog.resources()))
+
+
 def test_a_parked_webhook_older_than_the_redelivery_window_is_moved_aside_not_sent(tmp_path):
     """An event parked longer than webhook_redelivery_hours is not sent again: the tick
     moves it, whole, under the expired prefix, and still delivers the younger ones."""
-    from engine.catalog.webhook import Delivery, event_body, idempotency_key
-    from orchestration.webhook_outbox import catalog_webhook_redelivery_sensor, expired_key, outbox_key, park
+    from engine.catalog.webhook import idempotency_key
+    from orchestration.webhook_outbox import expired_key
 
     with webhook_receiver(SECRET) as receiver:
         catalog = Catalog(tmp_path, webhook_url=receiver.url, webhook_redelivery_hours=72)
-        keys, bodies = {}, {}
-        for name, age_hours in (("old", 73), ("young", 71)):
-            key = idempotency_key(COMPLETED, name)
-            body = bodies[name] = event_body(COMPLETED, {"id": name}, {"rows": 1})
-            park(catalog.store, catalog.settings, f"{name}.csv@1", name, COMPLETED,
-                 Delivery(False, 6, 503, "HTTP 503", key, 1.0, body))
-            keys[name] = outbox_key(catalog.settings, name, COMPLETED)
-            with catalog.store.open_read(keys[name]) as f:
-                entry = json.loads(f.read())
-            entry["parked_at"] = (datetime.now(timezone.utc) - timedelta(hours=age_hours)).isoformat()
-            with catalog.store.open_write(keys[name]) as out:
-                out.write(json.dumps(entry).encode())
-        context = dg.build_sensor_context(instance=catalog.instance, resources=catalog.resources())
-        skip = catalog_webhook_redelivery_sensor(context)
+        old_key, old_body = _park_aged(catalog, "old", hours=73)
+        young_key, _ = _park_aged(catalog, "young", hours=71)
+        skip = _redelivery_tick(catalog)
         assert receiver.wait_for(1)
     assert "1 of 2 undelivered webhooks delivered, 1 given up" in skip.skip_message
     assert [e.idempotency_key for e in receiver.attempts] == [idempotency_key(COMPLETED, "young")]
-    assert not catalog.store.exists(keys["old"]) and not catalog.store.exists(keys["young"])
-    with catalog.store.open_read(expired_key(catalog.settings, keys["old"])) as f:
+    assert not catalog.store.exists(old_key) and not catalog.store.exists(young_key)
+    with catalog.store.open_read(expired_key(catalog.settings, old_key)) as f:
         expired = json.loads(f.read())
     assert expired["idempotency_key"] == idempotency_key(COMPLETED, "old") and expired["attempts"] == 6
-    assert expired["body"] == bodies["old"].decode() and "expired_at" in expired
+    assert expired["body"] == old_body.decode() and "expired_at" in expired
 
 
 def test_a_redelivery_window_of_zero_never_gives_up(tmp_path):
-    from engine.catalog.webhook import Delivery, event_body, idempotency_key
-    from orchestration.webhook_outbox import catalog_webhook_redelivery_sensor, outbox_key, park
-
     with webhook_receiver(SECRET) as receiver:
         catalog = Catalog(tmp_path, webhook_url=receiver.url, webhook_redelivery_hours=0)
-        key = outbox_key(catalog.settings, "u", COMPLETED)
-        park(catalog.store, catalog.settings, "u.csv@1", "u", COMPLETED,
-             Delivery(False, 6, 503, "HTTP 503", idempotency_key(COMPLETED, "u"), 1.0, event_body(COMPLETED, {}, {})))
-        with catalog.store.open_read(key) as f:
-            entry = json.loads(f.read())
-        entry["parked_at"] = (datetime.now(timezone.utc) - timedelta(days=365)).isoformat()
-        with catalog.store.open_write(key) as out:
-            out.write(json.dumps(entry).encode())
-        context = dg.build_sensor_context(instance=catalog.instance, resources=catalog.resources())
-        assert "1 of 1 undelivered webhooks delivered" == catalog_webhook_redelivery_sensor(context).skip_message
+        key, _ = _park_aged(catalog, "u", hours=24 * 365)
+        assert _redelivery_tick(catalog).skip_message == "1 of 1 undelivered webhooks delivered"
         assert receiver.wait_for(1) and not catalog.store.exists(key)
 
 
