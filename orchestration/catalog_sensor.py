@@ -31,7 +31,6 @@ import dagster as dg
 from assets.catalog.jobs import catalog_job
 from assets.catalog.pipeline import REJECTS_FILE, read_applied, send_completed
 from assets.catalog.settings import CatalogSettings
-from engine.catalog.progress import RedisProgress
 from engine.catalog.uploads import is_upload_name, parse_upload_partition_key, upload_id, upload_partition_key
 from engine.catalog.webhook import COMPLETED, FAILED
 from orchestration.webhook_outbox import park
@@ -172,10 +171,9 @@ def _check_delivered(context, store: ObjectStore, settings: CatalogSettings, eve
 
 def _publish_state(settings: CatalogSettings, partition: str, context, state: str, **fields) -> None:
     """The upload's final state in its Redis progress key (engine/catalog/progress.py), when one is configured."""
-    if not settings.redis_url:
+    board = settings.progress_board(partition, context.log)
+    if board is None:
         return
-    board = RedisProgress(settings.redis_url, partition, upload_id(partition), prefix=settings.progress_key_prefix,
-                          ttl_seconds=settings.progress_ttl_seconds, log=context.log)
     try:
         board.publish(state, **fields)
     finally:

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 
 from assets.catalog.settings import CatalogSettings
 from assets.metadata import cost_metadata, step_metadata
-from engine.catalog.progress import RedisProgress
 from engine.catalog.columns import HeaderError
 from engine.catalog.text_stream import UploadFormatError, detect_format
 from engine.catalog.upsert import UpsertPlan
@@ -102,12 +101,7 @@ class _UploadProgress:
     def __init__(self, context, settings: CatalogSettings, what: str, total_bytes: int):
         self.log = Progress(context.log, what, total=total_bytes, interval=settings.progress_interval_seconds)
         self.total_bytes = total_bytes
-        self.board = None
-        if settings.redis_url:
-            self.board = RedisProgress(
-                settings.redis_url, context.partition_key, upload_id(context.partition_key),
-                prefix=settings.progress_key_prefix, ttl_seconds=settings.progress_ttl_seconds, log=context.log,
-            )
+        self.board = settings.progress_board(context.partition_key, context.log)
 
     def __call__(self, rows: int, bytes_read: int) -> None:
         self.log.update(rows, bytes_read)

@@ -5,7 +5,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from engine.catalog.uploads import parse_upload_partition_key
+from engine.catalog.progress import RedisProgress
+from engine.catalog.uploads import parse_upload_partition_key, upload_id
 from engine.catalog.validated_file import ReadOptions
 
 
@@ -42,6 +43,13 @@ class CatalogSettings(dg.ConfigurableResource):
             encoding=self.encoding, delimiter=self.delimiter, sheet=self.sheet, block_mb=self.block_mb,
             parquet_compression=self.parquet_compression,
         )
+
+    def progress_board(self, partition_key: str, log) -> RedisProgress | None:
+        """The upload's Redis progress key (engine/catalog/progress.py), or None without a Redis URL."""
+        if not self.redis_url:
+            return None
+        return RedisProgress(self.redis_url, partition_key, upload_id(partition_key), prefix=self.progress_key_prefix,
+                             ttl_seconds=self.progress_ttl_seconds, log=log)
 
     def upload_object(self, partition_key: str) -> tuple[str, str]:
         """(object key, ETag) the partition was made for."""
