@@ -241,7 +241,7 @@ def run_engine(path: str, schema: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         @contextlib.contextmanager
         def outputs():
-            with open(Path(folder) / "validated.parquet", "wb") as validated, open(Path(folder) / "rejects.csv", "wb") as rejects:
+            with open(Path(folder) / "validated.arrow", "wb") as validated, open(Path(folder) / "rejects.csv", "wb") as rejects:
                 yield validated, rejects
 
         with measured() as figures:

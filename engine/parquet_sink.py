@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 class ParquetSink:
@@ -22,6 +21,8 @@ class ParquetSink:
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.rows = 0
+        import pyarrow.parquet as pq  # not at the top: the code location loads this module in every run
+
         self._writer = pq.ParquetWriter(out, schema, **options)
         self._pending: list[pa.Table] = []
         self._pending_rows = 0

@@ -2,11 +2,11 @@
 one dynamic partition per upload (partitions/catalog.py).
 
 catalog_validated_rows and catalog_products are made in one pass (the catalog_import
-step): each batch of validated rows is written to the Parquet file and, at the same time,
+step): each batch of validated rows is written to the validated file and, at the same time,
 COPYed into the upload's staging table, so the database parses one batch while the next
 is validated; the upsert runs once the whole file is read and its rejects are within the
 limit. Either asset can still be materialized alone: catalog_products alone applies the
-validated Parquet of an earlier run.
+validated file of an earlier run.
 
 The webhook is a step of its own after the upsert: retrying it (or re-running it) sends
 the same event with the same idempotency key, and never applies the upload again.
@@ -18,7 +18,6 @@ import time
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from assets.catalog.settings import CatalogSettings
 from assets.metadata import cost_metadata, step_metadata
@@ -27,6 +26,7 @@ from engine.catalog.text_stream import UploadFormatError, detect_format
 from engine.catalog.upsert import UpsertPlan
 from engine.catalog.uploads import upload_id
 from engine.catalog.validated_file import ValidationSummary, validate_upload
+from engine.catalog.validated_rows import read_validated_rows
 from engine.catalog.webhook import COMPLETED, redact
 from engine.measure import Progress, StepMeasure
 from engine.memory import release_free_memory
@@ -42,7 +42,7 @@ PRODUCTS = dg.AssetKey("catalog_products")
 WEBHOOK = dg.AssetKey("catalog_upload_webhook")
 IMPORT_STEP = "catalog_import"
 # result files, under <results_prefix>/<partition key>/
-VALIDATED_FILE, REJECTS_FILE, SUMMARY_FILE, APPLIED_FILE = "validated.parquet", "rejects.csv", "summary.json", "applied.json"
+VALIDATED_FILE, REJECTS_FILE, SUMMARY_FILE, APPLIED_FILE = "validated.arrow", "rejects.csv", "summary.json", "applied.json"
 
 
 def _upload(context, store: ObjectStore, settings: CatalogSettings) -> tuple[str, str, ObjectInfo]:
@@ -202,11 +202,11 @@ def _reject_lines(summary: ValidationSummary) -> str:
         dg.AssetSpec(
             VALIDATED,
             deps=[UPLOAD],
-            kinds={"parquet"},
+            kinds={"arrow"},
             skippable=True,
             description=(
                 "The upload's rows, typed and checked (sku, name, description, price, stock, active, and its "
-                "other columns as attributes), as Parquet at <results_prefix>/<upload>/validated.parquet. Each "
+                "other columns as attributes), as an Arrow IPC file at <results_prefix>/<upload>/validated.arrow. Each "
                 "refused row is in rejects.csv beside it, with its row number, its cells and every reason; a "
                 "SKU repeated in the file keeps its last row, and the earlier ones are listed there too. "
                 "Fails, with nothing applied, when rejected rows exceed max_reject_fraction."
@@ -343,7 +343,7 @@ def _products_metadata(measure: StepMeasure, outcome: dict, database: CatalogDat
 
 
 def _apply_validated(context, store: ObjectStore, settings: CatalogSettings, database: CatalogDatabase):
-    """catalog_products alone: apply the validated Parquet an earlier run made."""
+    """catalog_products alone: apply the validated file an earlier run made."""
     partition = context.partition_key
     key, etag = settings.upload_object(partition)
     raw = _read_json(store, settings.result_key(partition, SUMMARY_FILE))
@@ -358,8 +358,7 @@ def _apply_validated(context, store: ObjectStore, settings: CatalogSettings, dat
                         unit="staged rows")
     with StepMeasure() as measure:
         with store.open_read(settings.result_key(partition, VALIDATED_FILE)) as f:
-            batches = (pa.Table.from_batches([b]) for b in pq.ParquetFile(f).iter_batches(batch_size=65_536))
-            counts = database.apply(batches, plan, progress=lambda n: progress.update(n, n, force=True))
+            counts = database.apply(read_validated_rows(f), plan, progress=lambda n: progress.update(n, n, force=True))
     outcome = _outcome(context, key, etag, summary, counts.as_dict(), measure)
     _write_json(store, settings.result_key(partition, APPLIED_FILE), outcome)
     return dg.MaterializeResult(asset_key=PRODUCTS, metadata=_products_metadata(measure, outcome, database))

@@ -1,20 +1,19 @@
 """Settings of the product catalog pipeline and the object keys it reads and writes."""
 
-from typing import Literal
-
 import dagster as dg
 from pydantic import Field
 
 from engine.catalog.progress import RedisProgress
 from engine.catalog.uploads import parse_upload_partition_key, upload_id
 from engine.catalog.validated_file import ReadOptions
+from engine.catalog.validated_rows import Compression
 
 
 class CatalogSettings(dg.ConfigurableResource):
     """Every setting has a default; orchestration/deployment.py reads overrides from the environment."""
 
     uploads_prefix: str = "catalog/uploads"  # merchants' files: <prefix>/<path>.csv[.gz] | .tsv | .txt | .xlsx
-    results_prefix: str = "catalog/results"  # <prefix>/<partition key>/{validated.parquet,rejects.csv,summary.json,applied.json}
+    results_prefix: str = "catalog/results"  # <prefix>/<partition key>/{validated.arrow,rejects.csv,summary.json,applied.json}
     # webhooks not delivered after their retries, kept until they are: <prefix>/<upload id>.<event>.json
     outbox_prefix: str = "catalog/webhooks/undelivered"
     # how long the redelivery sensor keeps sending a parked webhook (webhook senders
@@ -29,7 +28,7 @@ class CatalogSettings(dg.ConfigurableResource):
     # CSV bytes per read block: pyarrow holds a dozen or more ahead, and a record longer
     # than a block sends the file to the slower exact reader
     block_mb: float = 0.25
-    parquet_compression: Literal["none", "snappy", "lz4", "zstd"] = "none"
+    validated_compression: Compression = "none"  # of the validated rows' Arrow IPC file
     progress_interval_seconds: float = 0.0  # 0: a line per batch
     settle_seconds: float = 5.0  # the sensor leaves an object younger than this for the next tick
     # where an external page polls progress (engine/catalog/progress.py); a URL may hold a
@@ -41,7 +40,7 @@ class CatalogSettings(dg.ConfigurableResource):
     def read_options(self) -> ReadOptions:
         return ReadOptions(
             encoding=self.encoding, delimiter=self.delimiter, sheet=self.sheet, block_mb=self.block_mb,
-            parquet_compression=self.parquet_compression,
+            validated_compression=self.validated_compression,
         )
 
     def progress_board(self, partition_key: str, log) -> RedisProgress | None:

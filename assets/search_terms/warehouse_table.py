@@ -1,7 +1,6 @@
 """search_terms_top3_table: the week's top-3 rows in the warehouse, replaced as a whole."""
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from assets.metadata import step_metadata
 from assets.search_terms.report import GROUP, week_of
@@ -61,6 +60,8 @@ def search_terms_top3_table(
     week = week_of(context)
     table = settings.warehouse_table
     with StepMeasure() as measure:
+        import pyarrow.parquet as pq  # not at the top: the code location loads this module in every run
+
         with object_store.open_read(settings.top3_key(week)) as top3:
             rows_in = pq.ParquetFile(top3).metadata.num_rows
             top3.seek(0)

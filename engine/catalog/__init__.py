@@ -7,7 +7,8 @@ Plain Python, no Dagster:
   Latin-1), delimiter sniffing;
 - `csv_reader`, `xlsx_reader`: the file as batches of raw string columns, in bounded memory;
 - `columns`: header matching with aliases; `validate`: raw batches → typed rows + rejects;
-- `validated_file`: the whole validation step (validated Parquet, rejects CSV, manifest);
+- `validated_file`: the whole validation step (validated rows, rejects CSV, summary);
+  `validated_rows`: the validated rows' Arrow IPC file;
 - `migrations`, `postgres_store`, `sqlite_store`: the products table and the upsert;
 - `webhook`, `progress`: what the merchant's side hears.
 """

@@ -1,4 +1,4 @@
-"""The validation step: an uploaded file → validated rows (Parquet) + rejects (CSV) + a summary.
+"""The validation step: an uploaded file → validated rows (Arrow IPC) + rejects (CSV) + a summary.
 
 One streaming pass, in bounded memory: the file is read in batches (csv_reader or
 xlsx_reader), each batch validated column-wise (validate) and written on. SKUs and row
@@ -34,9 +34,9 @@ from engine.catalog.repeated_skus import SkuTracker
 from engine.catalog.upsert import UpsertCounts, UpsertPlan
 from engine.catalog.text_stream import CSV_GZIP, DELIMITER_NAMES, XLSX, Utf8Stream, detect_format
 from engine.catalog.validate import Validator
+from engine.catalog.validated_rows import Compression, ValidatedRowsWriter
 from engine.catalog.xlsx_reader import XlsxSource
 from engine.memory import GrowthTrim
-from engine.parquet_sink import ParquetSink
 
 # (rows done, bytes of the object read) after each batch
 ProgressCallback = Callable[[int, int], None]
@@ -48,7 +48,7 @@ class ReadOptions:
     delimiter: str | None = None  # None: sniffed
     sheet: str | None = None  # .xlsx: None is the first sheet
     block_mb: float = 0.25  # CSV bytes per read block (csv_reader: read-ahead memory, longest record)
-    parquet_compression: str = "none"
+    validated_compression: Compression = "none"  # of the validated rows' Arrow file
 
 
 @dataclass
@@ -95,7 +95,7 @@ class ValidationSummary:
 
 
 class Stager(Protocol):
-    """Where validated rows go as they are made, besides the Parquet file: an upload's
+    """Where validated rows go as they are made, besides the validated file: an upload's
     database transaction (PostgresStaging, SqliteStaging)."""
 
     def write(self, table: pa.Table) -> None: ...
@@ -118,7 +118,7 @@ def validate_upload(
     staging: OpenStaging | None = None,
 ) -> ValidationSummary:
     """Validate the object `open_source` opens (named `name` in messages) into the two
-    outputs `open_outputs` opens: (validated Parquet, rejects CSV).
+    outputs `open_outputs` opens: (validated rows' Arrow IPC file, rejects CSV).
 
     With `staging`, the valid rows also go to the database as they are validated, and are
     applied (summary.applied) when the file is read and its rejects are within the limit;
@@ -160,14 +160,8 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
         plan = UpsertPlan(fields=list(header_map.fields), attributes=[k for k, _ in header_map.extras])
         counts = {"rows": 0, "valid": 0, "blank": 0}
         applied: UpsertCounts | None = None
-        with SkuTracker() as tracker, open_outputs() as (parquet_out, rejects_out):
-            # dictionaries only where values repeat, statistics only for the row number: SKUs and
-            # descriptions are mostly distinct, and encoding them as dictionaries took 2.5x longer
-            repeated = [c for c in validator.schema.names if c in ("name", "active") or c.startswith("attr_")]
-            sink = ParquetSink(
-                parquet_out, validator.schema, compression=options.parquet_compression,
-                use_dictionary=repeated, write_statistics=["row"], row_group_rows=16_384,
-            )
+        with SkuTracker() as tracker, open_outputs() as (validated_out, rejects_out):
+            sink = ValidatedRowsWriter(validated_out, validator.schema, options.validated_compression)
             rejects = RejectsWriter(rejects_out, header_map.headers)
             try:
                 with staging(plan) if staging is not None else contextlib.nullcontext() as stager:
@@ -185,9 +179,9 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
                         if progress is not None:
                             progress(counts["rows"], batch.bytes_read)
                         del checked
-                        # the reader, the COPY thread and the Parquet writer free what another
-                        # allocated, and malloc keeps such memory for reuse: trimmed once it
-                        # has grown (engine/memory.py: a trim every batch cost 0.1-0.2 s)
+                        # the reader and the COPY thread free what another allocated, and
+                        # malloc keeps such memory for reuse: trimmed once it has grown
+                        # (engine/memory.py: a trim every batch cost 0.1-0.2 s)
                         trim()
                         batch = next(batches, None)
                     superseded = tracker.superseded()

@@ -30,12 +30,12 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine.enrichment.gil import Pause, no_pause
 from engine.enrichment.jsoncodec import dumps_text
 
 if TYPE_CHECKING:
+    import pyarrow.parquet as pq
     from resources.object_store import ObjectStore
 
 DEAD_LETTER_SCHEMA = pa.schema(
@@ -154,6 +154,8 @@ def write_chunk(
 
 
 def _write_parquet(store: ObjectStore, key: str, table: pa.Table) -> None:
+    import pyarrow.parquet as pq  # not at the top: the code location loads this module in every run
+
     with store.open_write(key) as f:
         pq.write_table(table, f, compression="zstd")
 
@@ -207,6 +209,7 @@ def warm_up() -> None:
     """Convert and write a tiny table once: the first conversion and Parquet write of a
     process import and set up a few hundred modules (300 ms of CPU measured), which in the
     middle of a paced run stalled the event loop for a whole chunk's write."""
+    import pyarrow.parquet as pq
     pq.write_table(table_of([{"s": "a", "i": 1, "f": 1.5, "b": True, "n": None, "l": [1], "d": {"k": "v"}}]), io.BytesIO(), compression="zstd")
 
 

@@ -29,14 +29,16 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine.enrichment.gil import PIECE_ROWS, Pause, no_pause
 from engine.enrichment.jsoncodec import error_position, loads
 from engine.enrichment.source import CSV, JSON, NDJSON, PARQUET
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 _READ = 1 << 20  # bytes (or characters) per read
 _SPACE = re.compile(r"[ \t\r\n]*")
@@ -121,6 +123,8 @@ class ChunkReader:
         if self.chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
         if self.fmt == PARQUET:
+            import pyarrow.parquet as pq  # not at the top: the code location loads this module in every run
+
             try:
                 self._parquet = pq.ParquetFile(self.stream)
             except (pa.ArrowInvalid, OSError) as exc:

@@ -1,7 +1,7 @@
 """Reading catalog uploads (issue 5, item 1): encodings, delimiters, quoting, gzip, .xlsx.
 
 Each file is validated end to end by validate_upload (no database) and the typed rows
-read back from the validated Parquet, so every case shows what a merchant's file becomes.
+read back from the validated file, so every case shows what a merchant's file becomes.
 """
 
 import contextlib
@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,17 +30,17 @@ class Outputs:
     """The two outputs of a validation, kept in memory; published only when the block succeeds."""
 
     def __init__(self):
-        self.parquet: bytes | None = None
+        self.validated: bytes | None = None
         self.rejects: bytes | None = None
 
     @contextlib.contextmanager
     def __call__(self):
-        parquet, rejects = io.BytesIO(), io.BytesIO()
-        yield parquet, rejects
-        self.parquet, self.rejects = parquet.getvalue(), rejects.getvalue()
+        validated, rejects = io.BytesIO(), io.BytesIO()
+        yield validated, rejects
+        self.validated, self.rejects = validated.getvalue(), rejects.getvalue()
 
     def rows(self) -> list[dict]:
-        return pq.read_table(io.BytesIO(self.parquet)).to_pylist()
+        return pa.ipc.open_file(io.BytesIO(self.validated)).read_all().to_pylist()
 
     def reject_lines(self) -> list[dict]:
         return list(csv.DictReader(io.StringIO(self.rejects.decode("utf-8-sig"))))

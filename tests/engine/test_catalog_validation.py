@@ -10,7 +10,6 @@ from decimal import Decimal
 import numpy as np
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,13 +17,14 @@ from hypothesis import strategies as st
 from engine.catalog.columns import ALIASES, HeaderError, match_headers, normalize_header
 from engine.catalog.repeated_skus import SkuTracker, find_superseded, sku_hashes
 from engine.catalog.validated_file import ReadOptions, validate_upload
+from engine.catalog.validated_rows import read_validated_rows
 
 
 @contextlib.contextmanager
 def _kept(outputs: dict):
-    parquet, rejects = io.BytesIO(), io.BytesIO()
-    yield parquet, rejects
-    outputs["parquet"], outputs["rejects"] = parquet.getvalue(), rejects.getvalue()
+    validated, rejects = io.BytesIO(), io.BytesIO()
+    yield validated, rejects
+    outputs["validated"], outputs["rejects"] = validated.getvalue(), rejects.getvalue()
 
 
 def validate(text: str, **kwargs):
@@ -33,7 +33,7 @@ def validate(text: str, **kwargs):
         lambda: contextlib.nullcontext(io.BytesIO(text.encode())), "catalog.csv", lambda: _kept(outputs),
         options=ReadOptions(), **kwargs,
     )
-    rows = pq.read_table(io.BytesIO(outputs["parquet"])).to_pylist()
+    rows = pa.ipc.open_file(io.BytesIO(outputs["validated"])).read_all().to_pylist()
     rejects = list(csv.DictReader(io.StringIO(outputs["rejects"].decode("utf-8-sig"))))
     return summary, rows, rejects
 
@@ -244,3 +244,20 @@ def test_superseded_rows_past_two_to_the_31_are_ordered_too():
     skus, rows = ["A", "B", "A", "B"], [big - 2, big - 1, big + 5, big + 9]
     chunks = _chunks(skus, rows, 3)
     assert find_superseded([c[0] for c in chunks], [c[1] for c in chunks]) == [(big - 2, "A", big + 5), (big - 1, "B", big + 9)]
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_the_validated_rows_file_reads_back_a_batch_at_a_time_compressed_or_not(compression):
+    lines = ["sku,name,price,stock,active,colour"] + [f"S{i},Widget {i % 7},{i}.50,{i},yes,red" for i in range(40_000)]
+    files = {}
+    for chosen in ("none", compression):
+        outputs: dict = {}
+        validate_upload(
+            lambda: contextlib.nullcontext(io.BytesIO("\n".join(lines).encode())), "catalog.csv", lambda: _kept(outputs),
+            options=ReadOptions(validated_compression=chosen),
+        )
+        files[chosen] = outputs["validated"]
+    batches = list(read_validated_rows(io.BytesIO(files[compression])))
+    assert len(batches) > 1 and sum(b.num_rows for b in batches) == 40_000
+    assert pa.concat_tables(batches).to_pylist() == pa.ipc.open_file(io.BytesIO(files["none"])).read_all().to_pylist()
+    assert len(files[compression]) < 0.75 * len(files["none"])  # the buffers were compressed
