@@ -2,12 +2,12 @@
 time as the rows are validated, read back a batch at a time by a run that applies them
 alone (catalog_products materialized by itself).
 
-Arrow's own file format rather than Parquet: writing it copies the batches' buffers to the
-output as they are, where encoding Parquet took CPU on the validating thread's heels from
-a two-core machine busy with validation and PostgreSQL's COPY, and held a writer thread's
-buffers. A catalog run then never loads pyarrow.parquet either (libparquet and every pyarrow
-filesystem, S3's with OpenSSL). Both together: a 500k-row import's peak RSS 15 MB lower,
-and a little faster (docs/PERFORMANCE.md). The file is read by pyarrow
+Arrow's own file format rather than Parquet: writing it copies the batches' buffers as they
+are. Parquet's encoding, on a writer thread of its own, took CPU from a two-core machine
+busy validating and with PostgreSQL's COPY, and that thread held buffers of its own; and a
+catalog run now never loads pyarrow.parquet (libparquet and every pyarrow filesystem, S3's
+with OpenSSL). Together: a 500k-row import's peak RSS 15 MB lower, and a little faster
+(docs/PERFORMANCE.md). The file is read by pyarrow
 (`pyarrow.ipc.open_file`, `pyarrow.feather.read_table`), polars (`read_ipc`) and pandas
 (`read_feather`) alike.
 """
@@ -30,12 +30,10 @@ class ValidatedRowsWriter:
     def __init__(self, out: BinaryIO, schema: pa.Schema, compression: Compression = "none"):
         options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
         self._writer = pa.ipc.new_file(out, schema, options=options)
-        self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
             self._writer.write_table(table)
-            self.rows += table.num_rows
 
     def close(self) -> None:
         self._writer.close()
