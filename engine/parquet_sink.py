@@ -18,11 +18,11 @@ import pyarrow as pa
 
 class ParquetSink:
     def __init__(self, out: BinaryIO, schema: pa.Schema, *, row_group_rows: int = 65_536, queued: int = 1, **options):
+        import pyarrow.parquet as pq  # not at the top: the code location loads this module in every run
+
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.rows = 0
-        import pyarrow.parquet as pq  # not at the top: the code location loads this module in every run
-
         self._writer = pq.ParquetWriter(out, schema, **options)
         self._pending: list[pa.Table] = []
         self._pending_rows = 0

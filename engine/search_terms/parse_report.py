@@ -152,5 +152,6 @@ def parse_report(
 def parsed_footer(parquet: BinaryIO) -> dict[str, str]:
     """The floodgate entries of a parsed file's footer (week, marketplace, terms)."""
     import pyarrow.parquet as pq  # not at the top: the code location loads this module in every run
+
     meta = pq.ParquetFile(parquet).metadata.metadata or {}
     return {k.decode().removeprefix("floodgate."): v.decode() for k, v in meta.items() if k.startswith(b"floodgate.")}
