@@ -25,9 +25,9 @@ class CatalogSettings(dg.ConfigurableResource):
     encoding: str | None = None  # None: detected (UTF-8 with or without BOM, Windows-1252/Latin-1)
     delimiter: str | None = None  # None: sniffed among comma, semicolon, tab
     sheet: str | None = None  # .xlsx: None reads the first sheet
-    # CSV bytes per read block: pyarrow holds a dozen or more ahead, and a record longer
-    # than a block sends the file to the slower exact reader
-    block_mb: float = 0.25
+    # CSV bytes per read block: pyarrow's reader reads 32 blocks ahead, and a record longer
+    # than a block sends the file to the slower exact reader (engine/catalog/csv_reader.py)
+    block_mb: float = 0.125
     validated_compression: Compression = "none"  # of the validated rows' Arrow IPC file
     progress_interval_seconds: float = 0.0  # 0: a line per batch
     settle_seconds: float = 5.0  # the sensor leaves an object younger than this for the next tick

@@ -47,7 +47,7 @@ class ReadOptions:
     encoding: str | None = None  # None: detected
     delimiter: str | None = None  # None: sniffed
     sheet: str | None = None  # .xlsx: None is the first sheet
-    block_mb: float = 0.25  # CSV bytes per read block (csv_reader: read-ahead memory, longest record)
+    block_mb: float = 0.125  # CSV bytes per read block (csv_reader: read-ahead memory, longest record)
     validated_compression: Compression = "none"  # of the validated rows' Arrow file
 
 
@@ -166,6 +166,7 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
             try:
                 with staging(plan) if staging is not None else contextlib.nullcontext() as stager:
                     batch, trim = first, GrowthTrim()
+                    first = None  # each raw batch is dropped before the next is read (below)
                     while batch is not None:
                         checked = validator.validate(batch)
                         sink.write(checked.table)
@@ -183,6 +184,7 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
                         # malloc keeps such memory for reuse: trimmed once it has grown
                         # (engine/memory.py: a trim every batch cost 0.1-0.2 s)
                         trim()
+                        batch = None
                         batch = next(batches, None)
                     superseded = tracker.superseded()
                     rejects.write_superseded(superseded, header_map.fields[SKU])

@@ -187,6 +187,19 @@ def test_copy_text_format_is_written_only_for_batches_it_can_carry():
         assert carried == (not any(c in value for c in '\t\n\r"\\')), value
 
 
+def test_copy_text_is_written_into_one_buffer_that_grows_for_a_batch_larger_than_it():
+    from engine.catalog.postgres_store import TextPayloads, text_payload
+
+    large = batch([product(i, description="d" * 200) for i in range(40)])
+    small = batch([product(1), product(2, name=None)])
+    payloads = TextPayloads(size=1024)
+    written = payloads(large)
+    assert len(written) > 1024 and written == text_payload(large)
+    again = payloads(small)  # the same buffer, now holding the small batch's text only
+    assert again == text_payload(small) and len(again) < 1024
+    assert payloads(batch([product(3, name="back\\slash")])) is None
+
+
 def test_every_cell_arrives_as_it_was_whichever_copy_format_carries_it(database):
     """Plain batches go as COPY text format, and from the first batch text cannot carry on, as
     CSV: the values and NULLs come back the same in both, before and after the switch."""
