@@ -5,8 +5,8 @@ each piece is taken apart column-wise with Arrow string kernels: split at every 
 then at the cell's `<c ` and its first `>`, giving each cell's attributes and content as
 arrays; rows are told apart by counting `<row` tags. Nothing holds the whole sheet. The
 shared-strings table (Excel keeps every distinct text of the workbook there, and a cell
-refers to it by index) is held as Arrow arrays compressed with zstd, a quarter of their
-size, and expanded a chunk at a time when cells refer to it (`_SharedStrings`).
+refers to it by index) goes to a scratch file as it is read, and comes back a chunk at a
+time when cells refer to it (`_SharedStrings`).
 
 Measured on 500k rows × 7 columns (docs/PERFORMANCE.md): python-calamine reads the whole
 sheet into memory first (337 MB); openpyxl's read-only mode took 88 s; expat with Python
@@ -24,8 +24,10 @@ named; the header is its first row with a value. Pieces that do not fit the fast
 from __future__ import annotations
 
 import html
+import os
 import posixpath
 import re
+import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -183,7 +185,10 @@ class XlsxSource:
     # -- the sheet ------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[RawBatch]:
-        strings = self._shared_strings()
+        with self._shared_strings() as strings:
+            yield from self._sheet_batches(strings)
+
+    def _sheet_batches(self, strings: "_SharedStrings") -> Iterator[RawBatch]:
         self._converter = _CellConverter(strings, self._date_styles, _EPOCH_1904 if self._date1904 else _EPOCH_1900)
         prefix, pieces = self._pieces(self._sheet_path, "row", f"worksheet {self.sheet_name!r}")
         rows_so_far = 0  # <row> tags before the piece
@@ -431,53 +436,84 @@ def column_letters(index: int) -> str:
 
 
 class _SharedStrings:
-    """The shared-strings table, kept compressed, as the chunks it was read in.
+    """The shared-strings table, in a scratch file (Arrow IPC, under TMPDIR) as the chunks
+    it was read in. Close it (or use it as a context manager) to remove the file.
 
     A workbook of 500k product rows has a million distinct texts, 44 MiB of them: held
-    plain, they alone put an upload's import over its memory budget. Each chunk (about
-    40k texts) is compressed with zstd as it is read (to about a quarter) and expanded
-    when a batch of cells refers to it, the last few kept expanded: rows refer to texts
-    roughly in the order they were added, so a batch touches one or two chunks. Expanding
-    all of them takes about 35 ms, so even a sheet whose cells jump around the table pays
-    little. (One plain array would also need a copy of them all while it was made, and
-    ChunkedArray.take concatenates the chunks on every call: takes are split by chunk.)"""
+    plain, they alone put an upload's import over its memory budget, and packed with zstd
+    (to about a quarter, as this table was until it moved to a file) they still grew with
+    the workbook: 11 MiB of the import's peak for 500k rows. Each chunk (about 40k texts) is
+    written as it is read and read back when a batch of cells refers to it, the last few
+    kept: rows refer to texts roughly in the order they were added, so a batch touches one
+    or two chunks. Read, not memory-mapped (mapped pages count as resident), and neither
+    compressed nor expanded: a chunk comes back from the page cache in about a millisecond.
+    (ChunkedArray.take concatenates the chunks on every call: takes are split by chunk.)"""
 
-    _CODEC = "zstd"
-    _EXPANDED = 4  # chunks kept expanded: the current ones, and the early ones repeated values live in
+    _KEPT = 4  # chunks kept in memory: the current ones, and the early ones repeated values live in
+    _SCHEMA = pa.schema([("text", pa.string())])
 
     def __init__(self, chunks: Iterable[pa.Array] = ()):
-        self._codec = pa.Codec(self._CODEC)
-        self._packed: list[tuple[int, list[tuple[bytes, int] | None]]] = []
-        self._expanded: OrderedDict[int, pa.Array] = OrderedDict()
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._source: pa.NativeFile | None = None
+        self._reader = None
+        self._kept: OrderedDict[int, pa.Array] = OrderedDict()
         sizes = []
-        for chunk in chunks:
-            if len(chunk):
-                self._packed.append(self._pack(chunk))
+        writer = sink = None
+        try:
+            for chunk in chunks:
+                if not len(chunk):
+                    continue
+                if writer is None:
+                    self._folder = tempfile.TemporaryDirectory(prefix="floodgate-xlsx-")
+                    sink = pa.OSFile(self._path, "wb")
+                    writer = pa.ipc.new_file(sink, self._SCHEMA)
+                writer.write_batch(pa.record_batch([chunk], schema=self._SCHEMA))
                 sizes.append(len(chunk))
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
+                sink.close()
+        if sizes:
+            self._source = pa.OSFile(self._path, "rb")
+            self._reader = pa.ipc.open_file(self._source)
         self.starts = np.concatenate([[0], np.cumsum(np.array(sizes, np.int64))])
 
-    def _pack(self, chunk: pa.Array) -> tuple[int, list]:
-        if chunk.offset:
-            chunk = pa.concat_arrays([chunk])  # its own buffers, starting at 0
-        # as bytes: the Buffer compress returns keeps the compressor's worst-case size allocated
-        buffers = [None if b is None else (self._codec.compress(b, asbytes=True), b.size) for b in chunk.buffers()]
-        return len(chunk), buffers
+    @property
+    def _path(self) -> str:
+        return os.path.join(self._folder.name, "shared-strings.arrow")
+
+    def __enter__(self) -> "_SharedStrings":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._kept.clear()
+        self._reader = None
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
 
     def _chunk(self, c: int) -> pa.Array:
-        if c in self._expanded:
-            self._expanded.move_to_end(c)
-            return self._expanded[c]
-        length, packed = self._packed[c]
-        buffers = [None if p is None else self._codec.decompress(p[0], p[1]) for p in packed]
-        chunk = pa.Array.from_buffers(pa.string(), length, buffers)
-        self._expanded[c] = chunk
-        if len(self._expanded) > self._EXPANDED:
-            self._expanded.popitem(last=False)
+        if c in self._kept:
+            self._kept.move_to_end(c)
+            return self._kept[c]
+        chunk = self._reader.get_batch(c).column(0)
+        self._kept[c] = chunk
+        if len(self._kept) > self._KEPT:
+            self._kept.popitem(last=False)
         return chunk
 
     @property
-    def packed_bytes(self) -> int:
-        return sum(len(p[0]) for _, packed in self._packed for p in packed if p is not None)
+    def chunks(self) -> int:
+        return len(self.starts) - 1
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -491,8 +527,8 @@ class _SharedStrings:
         which = np.searchsorted(self.starts, index, side="right") - 1
         order = np.argsort(which, kind="stable")
         pieces, ordered_which = [], which[order]
-        bounds = np.searchsorted(ordered_which, np.arange(len(self._packed) + 1))
-        for c in range(len(self._packed)):
+        bounds = np.searchsorted(ordered_which, np.arange(self.chunks + 1))
+        for c in range(self.chunks):
             lo, hi = bounds[c], bounds[c + 1]
             if hi > lo:
                 pieces.append(self._chunk(c).take(pa.array(index[order[lo:hi]] - self.starts[c])))

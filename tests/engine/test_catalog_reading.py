@@ -304,18 +304,25 @@ def test_any_cells_written_by_a_csv_writer_read_back_the_same(cells, delimiter, 
     assert summary.rejected == 0 and summary.rows == len(rows)
 
 
-def test_shared_strings_are_kept_packed_and_any_order_of_lookups_finds_each_text():
+def test_shared_strings_wait_in_a_scratch_file_and_any_order_of_lookups_finds_each_text():
+    import os
+
     import pyarrow as pa
 
     from engine.catalog.xlsx_reader import _SharedStrings
 
     chunks = [pa.array([f"text {c}-{i} " + "é" * (i % 7) for i in range(500)]) for c in range(12)]
     plain = pa.concat_arrays(chunks)
-    strings = _SharedStrings(iter(chunks))
-    assert len(strings) == len(plain) and strings.packed_bytes < plain.nbytes / 2
-    rng = np.random.default_rng(3)
-    for _ in range(5):  # each lookup touches every chunk, more than are kept expanded
-        index = rng.integers(0, len(plain), 2_000)
-        assert strings.take(index).to_pylist() == plain.take(pa.array(index)).to_pylist()
-    with pytest.raises(IndexError):
-        strings.take(np.array([len(plain)]))
+    with _SharedStrings(iter(chunks)) as strings:
+        scratch = strings._path
+        assert len(strings) == len(plain) and os.path.getsize(scratch) > plain.nbytes / 2
+        rng = np.random.default_rng(3)
+        for _ in range(5):  # each lookup touches every chunk, more than are kept in memory
+            index = rng.integers(0, len(plain), 2_000)
+            assert strings.take(index).to_pylist() == plain.take(pa.array(index)).to_pylist()
+            assert len(strings._kept) <= strings._KEPT
+        with pytest.raises(IndexError):
+            strings.take(np.array([len(plain)]))
+    assert not os.path.exists(scratch)
+    with _SharedStrings() as none:  # a workbook without shared strings: no scratch file
+        assert len(none) == 0 and none._folder is None
