@@ -446,7 +446,7 @@ class _SharedStrings:
     written as it is read and read back when a batch of cells refers to it, the last few
     kept: rows refer to texts roughly in the order they were added, so a batch touches one
     or two chunks. Read, not memory-mapped (mapped pages count as resident), and neither
-    compressed nor expanded: a chunk comes back from the page cache in about a millisecond.
+    compressed nor expanded: a chunk is a read of about 2 MB, from the page cache.
     (ChunkedArray.take concatenates the chunks on every call: takes are split by chunk.)"""
 
     _KEPT = 4  # chunks kept in memory: the current ones, and the early ones repeated values live in
@@ -460,22 +460,23 @@ class _SharedStrings:
         sizes = []
         writer = sink = None
         try:
-            for chunk in chunks:
-                if not len(chunk):
-                    continue
-                if writer is None:
-                    self._folder = tempfile.TemporaryDirectory(prefix="floodgate-xlsx-")
-                    sink = pa.OSFile(self._path, "wb")
-                    writer = pa.ipc.new_file(sink, self._SCHEMA)
-                writer.write_batch(pa.record_batch([chunk], schema=self._SCHEMA))
-                sizes.append(len(chunk))
-        except BaseException:
+            try:
+                for chunk in chunks:
+                    if not len(chunk):
+                        continue
+                    if writer is None:
+                        self._folder = tempfile.TemporaryDirectory(prefix="floodgate-xlsx-")
+                        sink = pa.OSFile(self._path, "wb")
+                        writer = pa.ipc.new_file(sink, self._SCHEMA)
+                    writer.write_batch(pa.record_batch([chunk], schema=self._SCHEMA))
+                    sizes.append(len(chunk))
+            finally:
+                if writer is not None:
+                    writer.close()
+                    sink.close()
+        except BaseException:  # a damaged part: nothing is left behind
             self.close()
             raise
-        finally:
-            if writer is not None:
-                writer.close()
-                sink.close()
         if sizes:
             self._source = pa.OSFile(self._path, "rb")
             self._reader = pa.ipc.open_file(self._source)

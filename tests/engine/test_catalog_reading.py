@@ -8,6 +8,7 @@ import contextlib
 import csv
 import gzip
 import io
+import tempfile
 import zipfile
 from datetime import date
 from decimal import Decimal
@@ -326,3 +327,24 @@ def test_shared_strings_wait_in_a_scratch_file_and_any_order_of_lookups_finds_ea
     assert not os.path.exists(scratch)
     with _SharedStrings() as none:  # a workbook without shared strings: no scratch file
         assert len(none) == 0 and none._folder is None
+
+
+def test_shared_strings_read_from_a_damaged_part_leave_no_scratch_file(tmp_path, monkeypatch):
+    from engine.catalog.text_stream import UploadFormatError
+    from engine.catalog.xlsx_reader import _SharedStrings
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+
+    def chunks():
+        yield pa.array(["first", "second"])
+        raise UploadFormatError("book.xlsx: the shared strings is damaged")
+
+    try:
+        _SharedStrings(chunks())
+    except UploadFormatError:
+        # removed before the error leaves, not when the half-made object is collected (the
+        # traceback still holds it here)
+        assert list(tmp_path.iterdir()) == []
+    else:
+        pytest.fail("the damaged part was read without an error")
