@@ -243,12 +243,6 @@ class TextPayloads:
         return memoryview(self._bytes)[:size] if clean else None
 
 
-def text_payload(table: pa.Table) -> bytes | None:
-    """One batch's COPY text (TextPayloads), as bytes of its own."""
-    payload = TextPayloads(1 << 16)(table)
-    return None if payload is None else payload.tobytes()
-
-
 class PostgresStaging:
     """One upload's transaction: rows are COPYed into the staging table by a thread of its
     own as they arrive (so the database parses them while the caller validates the next

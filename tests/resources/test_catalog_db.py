@@ -177,9 +177,14 @@ AWKWARD = ["tab\there", "line\nbreak", "carriage\rreturn", 'inch "mark"', "back\
            "ünïcödé ✓", "  spaced  "]
 
 
-def test_copy_text_format_is_written_only_for_batches_it_can_carry():
-    from engine.catalog.postgres_store import text_payload
+def text_payload(table: pa.Table) -> bytes | None:
+    from engine.catalog.postgres_store import TextPayloads
 
+    payload = TextPayloads(1 << 16)(table)
+    return None if payload is None else payload.tobytes()
+
+
+def test_copy_text_format_is_written_only_for_batches_it_can_carry():
     plain = batch([product(1, attr_0=None), product(2, name=None, attr_0="x, y")], attributes=1)
     assert text_payload(plain) == b"3\tS0001\tName 1\td\t1.5000\t1\tfalse\t\\N\n4\tS0002\t\\N\td\t2.5000\t2\ttrue\tx, y\n"
     for value in AWKWARD:
@@ -188,7 +193,7 @@ def test_copy_text_format_is_written_only_for_batches_it_can_carry():
 
 
 def test_copy_text_is_written_into_one_buffer_that_grows_for_a_batch_larger_than_it():
-    from engine.catalog.postgres_store import TextPayloads, text_payload
+    from engine.catalog.postgres_store import TextPayloads
 
     large = batch([product(i, description="d" * 200) for i in range(40)])
     small = batch([product(1), product(2, name=None)])
