@@ -249,9 +249,6 @@ class Superseded:
                 kept = self.kept[np.searchsorted(self.rows, batch_rows[at])]
                 yield zip(batch_rows[at].tolist(), batch.column(2).take(pa.array(at)).to_pylist(), kept.tolist())
 
-    def as_tuples(self) -> list[tuple[int, str, int]]:
-        return [t for chunk in self.chunks() for t in chunk]
-
 
 def apply_last_occurrences(staging: "Stager", batches: Iterable[pa.Table]) -> UpsertCounts:
     """Stage validated batches (output_schema's columns) and apply them, each repeated SKU
@@ -263,9 +260,3 @@ def apply_last_occurrences(staging: "Stager", batches: Iterable[pa.Table]) -> Up
             tracker.add(table.column(SKU).combine_chunks(), table.column("row").combine_chunks())
         return staging.finish(tracker.superseded().rows)
 
-
-def find_superseded(skus: list[pa.Array], rows: list[pa.Array]) -> list[tuple[int, str, int]]:
-    with SkuTracker() as tracker:
-        for s, r in zip(skus, rows):
-            tracker.add(s, r)
-        return tracker.superseded().as_tuples()

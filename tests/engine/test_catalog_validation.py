@@ -15,9 +15,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.catalog.columns import ALIASES, HeaderError, match_headers, normalize_header
-from engine.catalog.repeated_skus import SkuTracker, find_superseded, sku_hashes
+from engine.catalog.repeated_skus import Superseded, SkuTracker, sku_hashes
 from engine.catalog.validated_file import ReadOptions, validate_upload
 from engine.catalog.validated_rows import read_validated_rows
+
+
+def as_tuples(superseded: Superseded) -> list[tuple[int, str, int]]:
+    """(row, sku, kept row) of each superseded row, as the rejects file lists them."""
+    return [t for chunk in superseded.chunks() for t in chunk]
+
+
+def find_superseded(skus: list[pa.Array], rows: list[pa.Array]) -> list[tuple[int, str, int]]:
+    with SkuTracker() as tracker:
+        for s, r in zip(skus, rows):
+            tracker.add(s, r)
+        return as_tuples(tracker.superseded())
 
 
 @contextlib.contextmanager
@@ -185,7 +197,7 @@ def test_superseded_agrees_when_the_hashes_are_sorted_a_range_at_a_time(skus, ch
         tracker.SORT_ROWS = tracker.GROUP_ROWS = sort_rows
         for sku_chunk, row_chunk in _chunks(skus, rows, chunk):
             tracker.add(sku_chunk, row_chunk)
-        assert tracker.superseded().as_tuples() == _superseded_by_dictionary(skus, rows)
+        assert as_tuples(tracker.superseded()) == _superseded_by_dictionary(skus, rows)
 
 
 def test_equal_hashes_of_different_skus_are_not_merged(monkeypatch):
@@ -202,7 +214,7 @@ def test_closing_the_tracker_removes_its_scratch_file(tmp_path, monkeypatch):
     tracker = SkuTracker()
     tracker.add(pa.array(["A", "A"]), pa.array([2, 3], pa.int64()))
     assert [p.name.startswith("floodgate-skus-") for p in tmp_path.iterdir()] == [True]
-    assert tracker.superseded().as_tuples() == [(2, "A", 3)]
+    assert as_tuples(tracker.superseded()) == [(2, "A", 3)]
     tracker.close()
     assert list(tmp_path.iterdir()) == []
 
