@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -75,6 +76,30 @@ def _or(masks: list[pa.Array], n: int) -> pa.Array:
     return functools.reduce(pc.or_, masks) if masks else pa.array([False] * n, pa.bool_())
 
 
+def _may_need_trim(column: pa.Array) -> bool:
+    """Whether a cell of the column may begin or end with whitespace: its first or last byte
+    is ASCII whitespace or a control character, or not ASCII (what Unicode calls space is
+    left to utf8_trim_whitespace to decide). Read off the first and last byte of each cell
+    (two gathers over the offsets): a trim copies every byte of every cell, 34 ms for the
+    500k-row bench file, and a merchant's export rarely has a cell to trim."""
+    if pa.types.is_string(column.type):
+        width = np.int32
+    elif pa.types.is_large_string(column.type):
+        width = np.int64
+    else:
+        return True
+    _, offsets_buffer, data_buffer = column.buffers()[:3]
+    if data_buffer is None or len(column) == 0:
+        return False
+    item = np.dtype(width).itemsize
+    offsets = np.frombuffer(offsets_buffer, width, len(column) + 1, column.offset * item)
+    starts, ends = offsets[:-1], offsets[1:]
+    filled = ends > starts
+    data = np.frombuffer(data_buffer, np.uint8)
+    edges = np.concatenate([data[starts[filled]], data[ends[filled] - 1]])
+    return bool(((edges <= 0x20) | (edges >= 0x7F)).any())
+
+
 def _null_if_empty(values: pa.Array, empty: pa.Array) -> pa.Array:
     if not pc.any(empty).as_py():  # the usual batch: if_else would copy every value for nothing
         return values
@@ -89,7 +114,7 @@ class Validator:
     def validate(self, raw: RawBatch) -> ValidatedBatch:
         n = len(raw.rows)
         cells = [pc.fill_null(c, "") for c in raw.columns]
-        trimmed = [pc.utf8_trim_whitespace(c) for c in cells]
+        trimmed = [pc.utf8_trim_whitespace(c) if _may_need_trim(c) else c for c in cells]
         # byte lengths come from the offsets; utf8_length reads every byte of every cell to
         # count characters (46 ms against 8 ms for the 500k-row bench file)
         empty = [pc.equal(pc.binary_length(t), 0) for t in trimmed]
@@ -137,7 +162,9 @@ class Validator:
 
     def _price(self, text: pa.Array, empty: pa.Array, problems: dict) -> pa.Array:
         if pc.all(pc.match_substring_regex(text, _GOOD_PRICE)).as_py() is not False:
-            digits = pc.replace_substring(pc.replace_substring(text, ",", ""), "+", "")
+            digits = pc.replace_substring(text, ",", "")
+            if pc.any(pc.starts_with(text, "+")).as_py():  # a look at one byte a cell; the replace copies them all
+                digits = pc.replace_substring(digits, "+", "")
             return pc.cast(_null_if_empty(digits, empty), PRICE_TYPE)
         plain = pc.match_substring_regex(text, _DECIMAL)
         negative = pc.and_(pc.match_substring_regex(text, _NEGATIVE_DECIMAL), pc.match_substring_regex(text, "[1-9]"))
@@ -152,6 +179,15 @@ class Validator:
         return pc.cast(pc.if_else(usable, digits, pa.scalar(None, pa.string())), PRICE_TYPE)
 
     def _stock(self, text: pa.Array, empty: pa.Array, problems: dict) -> pa.Array:
+        # plain digits in every cell, the usual column: cast as they are (a byte scan and the
+        # cast, against 22 ms for the pattern below on the 500k-row bench file)
+        if pc.all(pc.or_(pc.ascii_is_decimal(text), empty)).as_py() is not False:
+            try:
+                as_int = pc.cast(_null_if_empty(text, empty), pa.int64())
+            except pa.ArrowInvalid:  # more digits than an int64 holds: worded below
+                as_int = None
+            if as_int is not None and (pc.max(as_int).as_py() or 0) <= MAX_STOCK:
+                return pc.cast(as_int, pa.int32())
         if pc.all(pc.match_substring_regex(text, _GOOD_STOCK)).as_py() is not False:
             digits = pc.replace_substring(pc.replace_substring(text, ",", ""), "+", "")
             return pc.cast(pc.cast(_null_if_empty(digits, empty), pa.int64()), pa.int32())

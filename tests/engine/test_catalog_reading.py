@@ -112,6 +112,20 @@ def test_the_first_byte_that_is_not_ascii_at_the_end_of_a_read_decides_as_anywhe
     assert row["name"].endswith("éve") and summary.rejected == 0
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+def test_buffers_read_from_the_stream_stay_whole_after_later_reads(encoding):
+    """pyarrow reads through read_buffer, views of the stream's converted chunks, and holds
+    them while it reads further: each must keep its bytes."""
+    text = "".join(f"A{i},Crème {i},1\n" for i in range(150_000))  # about 2.5 MiB: several chunks
+    stream = Utf8Stream(io.BytesIO(text.encode(encoding)), "big.csv")
+    pieces = []
+    while piece := stream.read_buffer(100_003):
+        pieces.append(piece)
+    assert len(pieces) > 20 and b"".join(pieces).decode("utf-8") == text
+    stream = Utf8Stream(io.BytesIO(text.encode(encoding)), "big.csv")
+    assert stream.read(7) == b"A0,Cr\xc3\xa8" and stream.read(3) == b"me "  # read and readinto share the position
+
+
 def test_a_file_that_mixes_encodings_fails_with_the_byte_offset():
     good = "sku,name\nA1,Café\n".encode("utf-8")
     bad = "A2,Café\n".encode("latin-1")

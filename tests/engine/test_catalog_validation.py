@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from engine.catalog.columns import ALIASES, HeaderError, match_headers, normalize_header
 from engine.catalog.repeated_skus import Superseded, SkuTracker, sku_hashes
 from engine.catalog.validated_file import ReadOptions, validate_upload
+from engine.catalog.validate import _may_need_trim
 from engine.catalog.validated_rows import read_validated_rows
 
 
@@ -107,6 +108,8 @@ def test_values_are_typed_trimmed_and_empty_cells_are_null():
         ("A1,Lamp,,1,1.5,true,", ["stock '1.5' is not a whole number"]),
         ("A1,Lamp,,1,-2,true,", ["stock '-2' is negative"]),
         ("A1,Lamp,,1,3000000000,true,", ["stock '3000000000' is larger than 2,147,483,647"]),
+        ("A1,Lamp,,1,99999999999999999999,true,", ["stock '99999999999999999999' is larger than 2,147,483,647"]),
+        ("A1,Lamp,,1,0x1F,true,", ["stock '0x1F' is not a whole number"]),  # Arrow's cast would read hex
         ("A1,Lamp,,1,1,maybe,", ["active 'maybe' is not one of true/false/yes/no/1/0"]),
         (",Lamp,,-1,x,maybe,", ["sku is empty", "price '-1' is negative", "stock 'x' is not a whole number",
                                 "active 'maybe' is not one of true/false/yes/no/1/0"]),
@@ -123,6 +126,27 @@ def test_each_bad_cell_is_refused_with_every_reason(cells, reasons):
 def test_a_nul_character_is_refused_in_whichever_column_it_is():
     summary, rows, rejects = validate(HEADER + "A1,La\x00mp,,1,1,true,\nA2,Chair,,1,1,true,\n", max_reject_fraction=1.0)
     assert [r["sku"] for r in rows] == ["A2"] and rejects[0]["reasons"] == "name contains a NUL character"
+
+
+def test_cells_are_trimmed_of_unicode_and_control_whitespace_only_at_their_ends():
+    text = HEADER + "A1,\u00a0Lamp\t,Caf\u00e9 au lait,+12.50,7,true,\u3000red\nA2,Chair,d\u00a0e,1,8,no,blue\n"
+    _, rows, _ = validate(text)
+    assert [(r["name"], r["description"], r["price"], r["attr_0"]) for r in rows] == [
+        ("Lamp", "Café au lait", Decimal("12.5"), "red"), ("Chair", "d\u00a0e", Decimal("1"), "blue"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "values, sliced, needs",
+    [(["a", "b c", ""], None, False), (["a", " b"], None, True), (["a", "b\t"], None, True),
+     (["a", "é"], None, True), ([" a", "b", "c "], (1, 1), False), ([" a", "b", "c "], (1, 2), True)],
+)
+def test_a_column_is_trimmed_when_a_cell_may_begin_or_end_with_whitespace(values, sliced, needs):
+    column = pa.array(values, pa.string())
+    if sliced:
+        column = column.slice(*sliced)
+    assert _may_need_trim(column) is needs
+    assert _may_need_trim(column.cast(pa.large_string())) is needs
 
 
 def test_minus_zero_is_zero_not_negative():
