@@ -51,7 +51,7 @@ class CsvSource:
         block_mb: float = 0.125,
         # rows handed to the validator at once: 8k instead of 16k lowered the import's peak by
         # about 7 MB (fewer and smaller buffers in flight between reader, validator and COPY)
-        # for 0.03-0.05 s more CPU on 500k rows, a cost per batch (docs/PERFORMANCE.md)
+        # for 0.01-0.04 s more CPU on 500k rows, a cost per batch (docs/PERFORMANCE.md)
         batch_rows: int = 8_192,
     ):
         self.stream, self.name, self.exact = stream, name, exact
