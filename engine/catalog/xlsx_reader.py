@@ -442,14 +442,17 @@ class _SharedStrings:
     A workbook of 500k product rows has a million distinct texts, 44 MiB of them: held
     plain, they alone put an upload's import over its memory budget, and packed with zstd
     (to about a quarter, as this table was until it moved to a file) they still grew with
-    the workbook: 11 MiB of the import's peak for 500k rows. Each chunk (about 40k texts) is
-    written as it is read and read back when a batch of cells refers to it, the last few
-    kept: rows refer to texts roughly in the order they were added, so a batch touches one
-    or two chunks. Read, not memory-mapped (mapped pages count as resident), and neither
-    compressed nor expanded: a chunk is a read of about 2 MB, from the page cache.
+    the workbook: 11 MiB of the import's peak for 500k rows. Each chunk (about 18k texts) is
+    written as it is read and read back when a batch of cells refers to it, the last two
+    kept. Read, not memory-mapped (mapped pages count as resident), and neither
+    compressed nor expanded: a chunk is a read of under 1 MB, from the page cache.
     (ChunkedArray.take concatenates the chunks on every call: takes are split by chunk.)"""
 
-    _KEPT = 4  # chunks kept in memory: the current ones, and the early ones repeated values live in
+    # chunks kept in memory. The bench workbook's batches each refer to about 16 of its 57
+    # chunks (names repeat across the whole sheet), so the chunks are read again whether 2 or
+    # 4 are kept (1990 and 1976 reads for 500k rows, at the same speed), and 2 hold 4 MB less
+    # at the peak (engine alone, 4 alternations: 147-150 MB against 152-154 MB)
+    _KEPT = 2
     _SCHEMA = pa.schema([("text", pa.string())])
 
     def __init__(self, chunks: Iterable[pa.Array] = ()):
