@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from engine.catalog.numpy_arrays import arrow_array
 from engine.catalog.raw_rows import RawBatch
 from engine.catalog.text_stream import UploadFormatError, Utf8Stream, sniff_delimiter
 
@@ -129,7 +130,7 @@ class CsvSource:
             # since its cost per batch is mostly per call, not per row
             if pending and (batch is None or pending_rows >= self.batch_rows):
                 columns = [pa.concat_arrays([b.column(i) for b in pending]) for i in range(width)]
-                rows = pa.array(np.arange(next_row, next_row + pending_rows, dtype=np.int64))
+                rows = arrow_array(np.arange(next_row, next_row + pending_rows, dtype=np.int64))
                 next_row += pending_rows
                 pending, pending_rows = [], 0
                 yield RawBatch(rows, columns, [], self.stream.bytes_read, self.stream.saw_nul)

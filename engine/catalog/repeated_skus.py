@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.catalog.columns import SKU
+from engine.catalog.numpy_arrays import arrow_array
 from engine.catalog.upsert import UpsertCounts
 from engine.memory import release_free_memory
 
@@ -95,7 +96,7 @@ class SkuTracker:
             self._writer = pa.ipc.new_stream(self._sink, _SCHEMA)
         hashes = sku_hashes(skus)
         self._per_top_byte += np.bincount((hashes >> np.uint64(56)).astype(np.intp), minlength=256)
-        batch = pa.record_batch([pa.array(hashes), rows.cast(pa.int64()), skus.cast(pa.string())], schema=_SCHEMA)
+        batch = pa.record_batch([arrow_array(hashes), rows.cast(pa.int64()), skus.cast(pa.string())], schema=_SCHEMA)
         self._writer.write_batch(batch)
         self.rows += len(skus)
 
@@ -125,7 +126,7 @@ class SkuTracker:
                 at = np.flatnonzero((top >= lo) & (top < hi) & _contains(repeated, hashes))
                 if len(at):
                     range_rows.append(batch.column(1).to_numpy()[at])
-                    range_skus.append(batch.column(2).take(pa.array(at)))
+                    range_skus.append(batch.column(2).take(arrow_array(at)))
             if range_rows:
                 earlier, kept_rows = _earlier_occurrences(np.concatenate(range_rows), pa.chunked_array(range_skus).combine_chunks())
                 rows.append(earlier)
@@ -168,7 +169,9 @@ class SkuTracker:
                 at += len(column)
             # the repeated values from a plain sort (a stable argsort of 500k hashes took 52 ms, this 5 ms)
             hashes.sort()
-            repeated.append(np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
+            twice = hashes[1:][hashes[1:] == hashes[:-1]]  # sorted: each value once is where it changes
+            # (not np.unique, which loads numpy.ma: numpy_arrays.py)
+            repeated.append(twice[np.concatenate(([True], twice[1:] != twice[:-1]))] if len(twice) else twice)
         return np.concatenate(repeated)
 
 
@@ -247,7 +250,7 @@ class Superseded:
             at = np.flatnonzero(_contains(self.rows, batch_rows))
             if len(at):
                 kept = self.kept[np.searchsorted(self.rows, batch_rows[at])]
-                yield zip(batch_rows[at].tolist(), batch.column(2).take(pa.array(at)).to_pylist(), kept.tolist())
+                yield zip(batch_rows[at].tolist(), batch.column(2).take(arrow_array(at)).to_pylist(), kept.tolist())
 
 
 def apply_last_occurrences(staging: "Stager", batches: Iterable[pa.Table]) -> UpsertCounts:
