@@ -142,8 +142,8 @@ class Utf8Stream(io.RawIOBase):
         """Up to `size` bytes of the text, as a view of the converted chunk they are in: no
         copy. pyarrow's readers call this, where a file object has it, instead of `read`
         (which RawIOBase serves with two copies of every byte: parsing the 66 MB bench file
-        took 0.18-0.20 s through `read` and 0.12-0.14 s through this, docs/PERFORMANCE.md). A view stays
-        valid after later reads: each chunk is a bytes object of its own."""
+        took 0.18-0.20 s through `read` and 0.12-0.14 s through this, docs/PERFORMANCE.md).
+        A view stays valid after later reads: each chunk is a bytes object of its own."""
         while self._pos == len(self._out) and not self._eof:
             self._fill()
         n = min(size, len(self._out) - self._pos)
