@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.catalog.columns import SKU
-from engine.catalog.numpy_arrays import arrow_array
+from engine.catalog.numpy_arrays import arrow_array, string_offsets_and_bytes
 from engine.catalog.upsert import UpsertCounts
 from engine.memory import release_free_memory
 
@@ -50,9 +50,7 @@ def sku_hashes(skus: pa.Array) -> np.ndarray:
     n = len(skus)
     if n == 0:
         return np.zeros(0, np.uint64)
-    _, offsets_buffer, data_buffer = skus.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int32, n + 1, skus.offset * 4)
-    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(1, np.uint8)
+    offsets, data = string_offsets_and_bytes(skus)
     starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
     hashes = np.full(n, _FNV_OFFSET, np.uint64)
     with np.errstate(over="ignore"):

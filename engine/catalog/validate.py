@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.catalog.columns import ACTIVE, DESCRIPTION, NAME, PRICE, SKU, STOCK, HeaderMap
+from engine.catalog.numpy_arrays import string_offsets_and_bytes
 from engine.catalog.raw_rows import RawBatch
 
 PRICE_TYPE = pa.decimal128(18, 4)
@@ -82,20 +83,13 @@ def _may_need_trim(column: pa.Array) -> bool:
     left to utf8_trim_whitespace to decide). Read off the first and last byte of each cell
     (two gathers over the offsets): a trim copies every byte of every cell, 34 ms for the
     500k-row bench file, and a merchant's export rarely has a cell to trim."""
-    if pa.types.is_string(column.type):
-        width = np.int32
-    elif pa.types.is_large_string(column.type):
-        width = np.int64
-    else:
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return True
-    _, offsets_buffer, data_buffer = column.buffers()[:3]
-    if data_buffer is None or len(column) == 0:
+    if len(column) == 0:
         return False
-    item = np.dtype(width).itemsize
-    offsets = np.frombuffer(offsets_buffer, width, len(column) + 1, column.offset * item)
+    offsets, data = string_offsets_and_bytes(column)
     starts, ends = offsets[:-1], offsets[1:]
     filled = ends > starts
-    data = np.frombuffer(data_buffer, np.uint8)
     edges = np.concatenate([data[starts[filled]], data[ends[filled] - 1]])
     return bool(((edges <= 0x20) | (edges >= 0x7F)).any())
 
