@@ -1,19 +1,12 @@
 """Python side of the native record scanner (record_scanner.c).
 
-The C source is compiled on first use with the system C compiler into a cache directory,
-under a name that carries a hash of the source, so an edited source is rebuilt and
-concurrent builds never see each other's half-written files. ctypes releases the GIL for
-the duration of each call, which is what lets several threads scan at once.
+The C source is compiled on first use (engine/native.py). ctypes releases the GIL for the
+duration of each call, which is what lets several threads scan at once.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from engine import native
+from engine.native import NativeBuildError
 from engine.search_terms.groups import Groups, InnerCounts
 from engine.search_terms.records import PARSED_SCHEMA
 
 SOURCE = Path(__file__).with_name("record_scanner.c")
-COMPILE_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c11", "-D_DEFAULT_SOURCE"]
 
 # Outcome of one call (mirrors the enum in the C source).
 CHUNK_END, ARRAY_END, INCOMPLETE, SYNTAX, ROWS_FULL = range(5)
@@ -119,44 +113,12 @@ class _Scan(ctypes.Structure):
     ]
 
 
-class ScannerBuildError(RuntimeError):
-    """The C compiler is missing or failed."""
-
-
-def _cache_dir() -> Path:
-    configured = os.environ.get("FLOODGATE_NATIVE_CACHE")
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "floodgate"
+ScannerBuildError = NativeBuildError  # the name tests and callers know
 
 
 def build_library() -> Path:
     """Compile the scanner unless a build of this exact source is cached; return its path."""
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(COMPILE_FLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"record_scanner-{digest}.so"
-    if target.exists():
-        return target
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        raise ScannerBuildError(
-            "floodgate compiles its JSON record scanner with a C compiler, and none was "
-            "found: install gcc (Debian/Ubuntu: apt-get install gcc) or set CC"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
-    os.close(fd)
-    try:
-        result = subprocess.run(
-            [compiler, *COMPILE_FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise ScannerBuildError(f"compiling {SOURCE} failed:\n{result.stderr}")
-        os.replace(tmp, target)  # atomic: a concurrent builder sees the old name or a whole file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return native.build_library(SOURCE, "JSON record scanner")
 
 
 _lock = threading.Lock()
