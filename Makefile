@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -c "from engine.search_terms.record_scanner import build_library; print('record scanner:', build_library())"
+	$(PY) -c "from engine.catalog.row_fingerprints import build_library; print('row fingerprints:', build_library())"
 	touch $(STAMP)
 
 install: $(STAMP)

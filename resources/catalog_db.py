@@ -68,11 +68,15 @@ class PostgresCatalogDatabase(CatalogDatabase):
     table: str = "products"
     lock_timeout_seconds: float = 300.0  # how long an upload waits for a row another writer holds
     work_mem_mb: int = 256  # for the upsert's join, in this transaction only
+    # an upload holds up to this many products' row fingerprints (8 bytes each) to leave out
+    # the rows it would not change before sending them (engine/catalog/row_fingerprints.py)
+    fingerprint_limit: int = 2_000_000
 
     def catalog(self) -> PostgresCatalog:
         return PostgresCatalog(
             self.url, schema=self.db_schema, table=self.table,
             lock_timeout_seconds=self.lock_timeout_seconds, work_mem_mb=self.work_mem_mb,
+            fingerprint_limit=self.fingerprint_limit,
         )
 
     def describe(self) -> str:

@@ -12,7 +12,10 @@ description, price (numeric(18,4) ≥ 0), stock (integer ≥ 0), active (boolean
 true), attributes (JSON object of the columns the catalog does not know), created_at and
 updated_at, both set by the database: created_at by its default, updated_at by a trigger
 on every update that changes the row. Indexes: active, created_at, (active, created_at),
-the ways the catalog is read (active products, newest first).
+the ways the catalog is read (active products, newest first). row_fingerprint (migration 2):
+a hash of the upload row that last wrote the product, which lets an upload leave out rows
+it would not change before sending them (row_fingerprints.py); a trigger clears it when
+anything else changes the product.
 """
 
 from __future__ import annotations
@@ -89,6 +92,31 @@ MIGRATIONS: tuple[Migration, ...] = (
                 UPDATE {table} SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE sku = NEW.sku;
             END""",
         ),
+    ),
+    Migration(
+        2,
+        "row_fingerprint: the upload row last applied, cleared by other writes",
+        postgres=(
+            # nullable without a default: added without rewriting the table
+            "ALTER TABLE {schema}.{table} ADD COLUMN row_fingerprint bigint",
+            """COMMENT ON COLUMN {schema}.{table}.row_fingerprint IS
+            'floodgate: hash of the upload row that last wrote this product; NULL once anything else changes it'""",
+            """CREATE FUNCTION {schema}.{table}_forget_fingerprint() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                NEW.row_fingerprint := NULL;
+                RETURN NEW;
+            END
+            $$""",
+            # an update that changes the product but does not set a new fingerprint comes
+            # from outside floodgate's uploads: the stored one no longer describes the row
+            """CREATE TRIGGER {table}_forget_fingerprint BEFORE UPDATE ON {schema}.{table}
+            FOR EACH ROW WHEN (OLD.row_fingerprint IS NOT NULL
+                AND NEW.row_fingerprint IS NOT DISTINCT FROM OLD.row_fingerprint AND OLD.* IS DISTINCT FROM NEW.*)
+            EXECUTE FUNCTION {schema}.{table}_forget_fingerprint()""",
+        ),
+        # The SQLite store compares every row in the database (its tables are local and
+        # small): the column stays NULL there, which means "not known".
+        sqlite=("ALTER TABLE {table} ADD COLUMN row_fingerprint INTEGER",),
     ),
 )
 

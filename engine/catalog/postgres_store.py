@@ -2,7 +2,9 @@
 
 In one transaction: the validated rows are streamed with COPY (written by Arrow, in C, a
 batch at a time: PostgreSQL's text format, or CSV for the batches text cannot carry) into a
-staging table the transaction creates and drops (`staging_sql`); then `apply_staged` runs
+staging table the transaction creates and drops (`staging_sql`), each with its row
+fingerprint, and without the rows whose fingerprint says their product is as they would
+leave it (row_fingerprints.py: an unchanged re-import sends nothing); then `apply_staged` runs
 
     CREATE TEMPORARY TABLE changes AS SELECT … FROM staging LEFT JOIN products …
         WHERE the product is new or differs;
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import queue
 import threading
 import time
@@ -48,6 +51,7 @@ import pyarrow.csv as pcsv
 from engine.catalog.columns import ACTIVE, DESCRIPTION, NAME, PRICE, SKU, STOCK
 from engine.catalog.migrations import check_identifier, migrate_postgres
 from engine.catalog.repeated_skus import apply_last_occurrences
+from engine.catalog.row_fingerprints import FINGERPRINT_COLUMN, RowFilter, read_known
 from engine.catalog.upsert import StageProgress, UpsertCounts, UpsertPlan
 
 APPLICATION_NAME = "floodgate-catalog"
@@ -72,18 +76,18 @@ def upsert_sql(schema: str, table: str, plan: UpsertPlan, staging: str) -> str:
     columns, values = _columns_and_values(plan, "s", "o")
     if not columns:  # a file of SKUs only: new products are added, nothing else changes
         return f"""WITH upserted AS (
-            INSERT INTO {target} (sku) SELECT s.sku FROM {staging} s
+            INSERT INTO {target} (sku, {FINGERPRINT_COLUMN}) SELECT s.sku, s.{FINGERPRINT_COLUMN} FROM {staging} s
             ON CONFLICT (sku) DO NOTHING RETURNING true AS inserted)
             SELECT count(*), 0 FROM upserted"""
     existing = ", ".join(f"p.{c}" for c in columns)
     excluded = ", ".join(f"EXCLUDED.{c}" for c in columns)
-    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*columns, FINGERPRINT_COLUMN])
     row = "ROW" if len(columns) == 1 else ""  # a one-column row needs the ROW keyword
     # the join leaves unchanged rows out before the INSERT sees them: ON CONFLICT DO UPDATE
     # locks (and so writes) every conflicting row even when its WHERE is false
     return f"""WITH upserted AS (
-        INSERT INTO {target} AS p (sku, {", ".join(columns)})
-        SELECT s.sku, {", ".join(values)}
+        INSERT INTO {target} AS p (sku, {", ".join(columns)}, {FINGERPRINT_COLUMN})
+        SELECT s.sku, {", ".join(values)}, s.{FINGERPRINT_COLUMN}
         FROM {staging} s LEFT JOIN {target} o ON o.sku = s.sku
         WHERE o.sku IS NULL OR {" OR ".join(_differs(plan, "s", "o"))}
         ON CONFLICT (sku) DO UPDATE SET {sets}
@@ -126,7 +130,8 @@ def changes_sql(schema: str, table: str, plan: UpsertPlan, staging: str) -> str:
 def insert_new_sql(schema: str, table: str, plan: UpsertPlan) -> str:
     target = f"{check_identifier(schema)}.{check_identifier(table)}"
     columns, values = _columns_and_values(plan, "c", None)
-    return f"INSERT INTO {target} (sku, {', '.join(columns)}) SELECT c.sku, {', '.join(values)} FROM changes c WHERE c.is_new"
+    return (f"INSERT INTO {target} (sku, {', '.join(columns)}, {FINGERPRINT_COLUMN}) "
+            f"SELECT c.sku, {', '.join(values)}, c.{FINGERPRINT_COLUMN} FROM changes c WHERE c.is_new")
 
 
 def update_changed_sql(schema: str, table: str, plan: UpsertPlan) -> str:
@@ -134,7 +139,8 @@ def update_changed_sql(schema: str, table: str, plan: UpsertPlan) -> str:
     columns, values = _columns_and_values(plan, "c", "p")
     row = "ROW" if len(columns) == 1 else ""  # a one-column row needs the ROW keyword
     # the row is compared again: a writer outside floodgate may have changed it since the join
-    return f"""UPDATE {target} AS p SET {", ".join(f"{c} = {v}" for c, v in zip(columns, values))}
+    sets = [f"{c} = {v}" for c, v in zip(columns, values)] + [f"{FINGERPRINT_COLUMN} = c.{FINGERPRINT_COLUMN}"]
+    return f"""UPDATE {target} AS p SET {", ".join(sets)}
         FROM changes c WHERE c.sku = p.sku AND NOT c.is_new
         AND {row}({", ".join(f"p.{c}" for c in columns)}) IS DISTINCT FROM {row}({", ".join(values)})"""
 
@@ -176,6 +182,7 @@ def staging_sql(plan: UpsertPlan, staging: str) -> str:
     """Creates the staging table `staging`; the transaction must drop it before it commits."""
     columns = ["row_no bigint"] + [f"{c} {_STAGING_TYPES[c]}" for c in [SKU, *plan.updatable]]
     columns += [f"attr_{i} text" for i in range(len(plan.attributes))]
+    columns.append(f"{FINGERPRINT_COLUMN} bigint")  # NULL where the rows come without one
     return f"CREATE UNLOGGED TABLE {staging} ({', '.join(columns)})"
 
 
@@ -221,8 +228,10 @@ class TextPayloads:
         self._allocate(size)
 
     def _allocate(self, size: int) -> None:
-        self._bytes = bytearray(size)
-        self._arrow = pa.py_buffer(self._bytes)  # Arrow writes into the bytearray's memory
+        # anonymous memory: only the pages a batch's text reaches become resident (a
+        # bytearray is zero-filled, all 4 MiB of it, for batches of about 1 MiB)
+        self._bytes = mmap.mmap(-1, size)
+        self._arrow = pa.py_buffer(self._bytes)  # Arrow writes into the mapping
 
     def __call__(self, table: pa.Table) -> memoryview | None:
         while True:
@@ -239,7 +248,7 @@ class TextPayloads:
         if nulls == 0:
             clean = self._bytes.find(b"\\", 0, size) < 0
         else:
-            clean = self._bytes.count(b"\\", 0, size) == nulls
+            clean = np.count_nonzero(np.frombuffer(self._bytes, np.uint8, size) == ord("\\")) == nulls
         return memoryview(self._bytes)[:size] if clean else None
 
 
@@ -287,10 +296,13 @@ class PostgresStaging:
         return self
 
     def _copy(self) -> None:
-        columns = ", ".join(["row_no", *self.plan.staging_columns])
+        columns = ", ".join(["row_no", *self.plan.staging_columns, FINGERPRINT_COLUMN])
         text_payloads = TextPayloads()  # one buffer for the whole COPY
         try:
             with self._conn.cursor() as cursor:
+                # read while the caller validates the first batches; under the upload lock,
+                # so no other upload changes them before this one commits
+                unchanged = RowFilter(self.plan, read_known(cursor, self.catalog.target, self.catalog.fingerprint_limit))
                 table = self._queue.get()
                 # text format while the batches allow it; from the first one that needs CSV
                 # on, a second COPY takes the rest as CSV (a file with such values mostly has
@@ -303,10 +315,13 @@ class PostgresStaging:
                             payload = text_payloads(table) if fmt == "text" else copy_payload(table)
                             if payload is None:
                                 break
-                            copy.write(payload)
-                            self.counts.staged += table.num_rows
+                            payload, kept, left_out = unchanged(payload, table.num_rows, csv=fmt == "csv")
+                            if kept:
+                                copy.write(payload)
+                            self.counts.staged += kept
+                            self.counts.skipped += left_out
                             if self.progress is not None:
-                                self.progress(self.counts.staged)
+                                self.progress(self.counts.staged + self.counts.skipped)
                             table = self._queue.get()
         except BaseException as exc:  # handed to the caller by write() or finish()
             self._error = exc
@@ -341,6 +356,8 @@ class PostgresStaging:
                     copy.write(binary_int8_copy(np.asarray(superseded, np.int64)))
                 cursor.execute(f"DELETE FROM {self.staging_table} s USING superseded x WHERE s.row_no = x.row_no")
                 self.counts.staged -= cursor.rowcount
+                # the others were left out as unchanged, and are superseded rather than unchanged
+                self.counts.skipped -= len(superseded) - cursor.rowcount
             if self.counts.staged < _ANALYZE_BELOW:
                 # a small upload: with statistics the planner looks its SKUs up by index
                 # instead of scanning the whole table (a never-analyzed table is
@@ -349,13 +366,14 @@ class PostgresStaging:
                 cursor.execute(f"ANALYZE {self.staging_table}")
             self.counts.copy_seconds = time.perf_counter() - self._started
             started = time.perf_counter()
-            self.counts.inserted, self.counts.updated = apply_staged(
-                cursor, self.catalog.schema, self.catalog.table, self.plan, self.staging_table
-            )
+            if self.counts.staged:  # nothing staged: every row was left out as unchanged
+                self.counts.inserted, self.counts.updated = apply_staged(
+                    cursor, self.catalog.schema, self.catalog.table, self.plan, self.staging_table
+                )
             cursor.execute(f"DROP TABLE {self.staging_table}")  # before the commit: never seen by others
         self._close(failed=False)  # commits
         self.counts.upsert_seconds = time.perf_counter() - started
-        self.counts.unchanged = self.counts.staged - self.counts.inserted - self.counts.updated
+        self.counts.unchanged = self.counts.staged + self.counts.skipped - self.counts.inserted - self.counts.updated
         return self.counts
 
     def __exit__(self, kind, exc, tb) -> None:
@@ -389,12 +407,17 @@ class _RolledBack(Exception):
 
 class PostgresCatalog:
     def __init__(self, conninfo: str, *, schema: str = "public", table: str = "products",
-                 lock_timeout_seconds: float = 300.0, connect_timeout_seconds: int = 30, work_mem_mb: int = 256):
+                 lock_timeout_seconds: float = 300.0, connect_timeout_seconds: int = 30, work_mem_mb: int = 256,
+                 fingerprint_limit: int = 2_000_000):
         self.conninfo = conninfo
         self.schema, self.table = check_identifier(schema), check_identifier(table)
         self.lock_timeout_seconds = lock_timeout_seconds
         self.connect_timeout_seconds = connect_timeout_seconds
         self.work_mem_mb = work_mem_mb
+        # products whose fingerprints an upload holds in memory (8 bytes each) to leave out
+        # unchanged rows before sending them; a larger table has every row compared in the
+        # database instead (row_fingerprints.py)
+        self.fingerprint_limit = fingerprint_limit
 
     @property
     def target(self) -> str:
@@ -446,5 +469,6 @@ class PostgresCatalog:
         with self.connect() as conn:
             conn.execute(f"DROP TABLE IF EXISTS {self.target}")
             conn.execute(f"DROP FUNCTION IF EXISTS {self.schema}.{self.table}_touch_updated_at()")
+            conn.execute(f"DROP FUNCTION IF EXISTS {self.schema}.{self.table}_forget_fingerprint()")
             if conn.execute("SELECT to_regclass(%s)", (f"{self.schema}.catalog_migrations",)).fetchone()[0]:
                 conn.execute(f"DELETE FROM {self.schema}.catalog_migrations WHERE target = %s", (self.table,))

@@ -8,7 +8,8 @@ Rules (the same in PostgreSQL and SQLite):
 - attributes: the file's unknown columns are merged into the product's attributes; an
   empty cell removes that key; keys the file does not have stay.
 - A row whose values equal the product's is not written at all (no new row version, no
-  index entry, no updated_at change): it counts as unchanged.
+  index entry, no updated_at change): it counts as unchanged. (PostgreSQL does not even
+  receive a row that equals the one that last wrote its product: row_fingerprints.py.)
 - Uploads to one table are applied one at a time (an advisory lock in PostgreSQL, the
   write lock in SQLite), so two uploads never interleave.
 """
@@ -42,9 +43,10 @@ class UpsertPlan:
 @dataclass
 class UpsertCounts:
     staged: int = 0  # rows copied into the staging table
+    skipped: int = 0  # rows not copied: their product is as the row left it (row_fingerprints.py)
     inserted: int = 0
     updated: int = 0
-    unchanged: int = 0
+    unchanged: int = 0  # skipped ones included
     copy_seconds: float = 0.0
     upsert_seconds: float = 0.0
 

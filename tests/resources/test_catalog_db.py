@@ -98,7 +98,7 @@ def staging_tables(database) -> list[str]:
 
 
 def test_migrations_run_once_and_make_the_indexes(database):
-    assert database.migrate() == [1]
+    assert database.migrate() == [1, 2]
     assert database.migrate() == []
     if isinstance(database, PostgresCatalogDatabase):
         import psycopg
@@ -116,7 +116,7 @@ def test_migrations_run_once_and_make_the_indexes(database):
             recorded = conn.execute("SELECT target, version FROM catalog_migrations").fetchall()
     assert {"products_active_idx", "products_created_at_idx", "products_active_created_at_idx"} <= set(indexes)
     assert any("pkey" in name or "autoindex" in name for name in indexes)  # sku unique
-    assert recorded == [("products", 1)]
+    assert sorted(recorded) == [("products", 1), ("products", 2)]
 
 
 def test_insert_then_unchanged_then_update_with_database_timestamps(database):
@@ -312,6 +312,102 @@ def test_a_sku_another_writer_adds_during_the_upload_is_updated_not_a_failure(po
     assert (counts.inserted, counts.updated, counts.unchanged) == (9, 1, 0)
     rows = database.rows()
     assert [r["sku"] for r in rows] == [f"S{i:04d}" for i in range(10)] and {r["name"] for r in rows} == {"uploaded"}
+
+
+def fingerprints(database) -> dict[str, int | None]:
+    import psycopg
+
+    with psycopg.connect(database.url) as conn:
+        return dict(conn.execute(f"SELECT sku, row_fingerprint FROM {database.db_schema}.products ORDER BY sku").fetchall())
+
+
+def test_an_unchanged_reimport_sends_no_row_and_writes_none(postgres_database):
+    """Each row written stores its fingerprint; an upload of the same rows leaves them all
+    out before the COPY (row_fingerprints.py) and counts them unchanged; a changed row is
+    sent, applied, and stores its own fingerprint."""
+    database, plan = postgres_database, UpsertPlan(fields=FULL, attributes=["Colour"])
+    rows = [product(i, attr_0="red" if i % 2 else None) for i in range(200)]
+    first = database.apply([batch(rows[:120], attributes=1), batch(rows[120:], attributes=1)], plan)
+    assert (first.staged, first.skipped, first.inserted) == (200, 0, 200)
+    stored = fingerprints(database)
+    assert None not in stored.values() and len(set(stored.values())) == 200
+    before = snapshot(database)
+
+    renumbered = [dict(r, row=r["row"] + 1000) for r in reversed(rows)]  # other row numbers, other order
+    again = database.apply([batch(renumbered, attributes=1)], plan)
+    assert (again.staged, again.skipped, again.inserted, again.updated, again.unchanged) == (0, 200, 0, 0, 200)
+    assert snapshot(database) == before  # not one row version more
+
+    changed = rows[:7] + [product(7, price=Decimal("70.25"), attr_0="red")] + rows[8:]
+    counts = database.apply([batch(changed, attributes=1)], plan)
+    assert (counts.staged, counts.skipped, counts.updated, counts.unchanged) == (1, 199, 1, 199)
+    after = fingerprints(database)
+    assert after["S0007"] not in (None, stored["S0007"]) and {k: v for k, v in after.items() if k != "S0007"} == {
+        k: v for k, v in stored.items() if k != "S0007"}
+    assert database.rows(["S0007"])[0]["price"] == Decimal("70.25")
+
+
+def test_a_product_changed_or_deleted_by_another_writer_is_applied_again(postgres_database):
+    """A write from outside floodgate's uploads clears the product's fingerprint (the
+    trigger of migration 2), so the next upload sends that row and puts the file's values
+    back; a deleted product is inserted again. An update that changes nothing keeps it."""
+    import psycopg
+
+    database, plan = postgres_database, UpsertPlan(fields=FULL, attributes=[])
+    rows = [product(i) for i in range(50)]
+    database.apply([batch(rows)], plan)
+    stored = fingerprints(database)
+    target = f"{database.db_schema}.products"
+    with psycopg.connect(database.url, autocommit=True) as app:
+        app.execute(f"UPDATE {target} SET stock = stock - 1 WHERE sku = 'S0010'")
+        app.execute(f"UPDATE {target} SET name = name WHERE sku = 'S0011'")  # no change
+        app.execute(f"DELETE FROM {target} WHERE sku = 'S0012'")
+    now = fingerprints(database)
+    assert now["S0010"] is None and now["S0011"] == stored["S0011"] and "S0012" not in now
+
+    counts = database.apply([batch(rows)], plan)
+    assert (counts.staged, counts.skipped, counts.inserted, counts.updated, counts.unchanged) == (2, 48, 1, 1, 48)
+    assert [(r["sku"], r["stock"]) for r in database.rows(["S0010", "S0012"])] == [("S0010", 10), ("S0012", 12)]
+    assert fingerprints(database) == stored
+
+
+def test_rows_without_a_fingerprint_are_compared_in_the_database(postgres_database):
+    """Products written before migration 2, or by another writer, have none: their rows are
+    sent and compared in the database, and an unchanged one is still not written. So is
+    every row when the table holds more products than the upload keeps fingerprints of."""
+    import psycopg
+
+    database, plan = postgres_database, UpsertPlan(fields=FULL, attributes=[])
+    rows = [product(i) for i in range(60)]
+    database.apply([batch(rows)], plan)
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute(f"UPDATE {database.db_schema}.products SET row_fingerprint = NULL WHERE sku < 'S0020'")
+    before = snapshot(database)
+    counts = database.apply([batch(rows)], plan)
+    assert (counts.staged, counts.skipped, counts.updated, counts.unchanged) == (20, 40, 0, 60)
+    assert snapshot(database) == before
+
+    few = PostgresCatalogDatabase(url=database.url, db_schema=database.db_schema, fingerprint_limit=39)
+    counts = few.apply([batch(rows[:30]), batch(rows[30:])], plan)  # 40 fingerprints: more than it keeps
+    assert (counts.staged, counts.skipped, counts.inserted, counts.updated, counts.unchanged) == (60, 0, 0, 0, 60)
+    assert snapshot(database) == before
+
+
+def test_a_repeated_sku_left_out_as_unchanged_is_still_superseded(postgres_database):
+    """S0003 twice: its first row is the product as it stands (left out before the COPY), its
+    last row a change, which is applied; S0004's first row a change and its last row the
+    product as it stands: nothing is written. The counts leave superseded rows out."""
+    database, plan = postgres_database, UpsertPlan(fields=FULL, attributes=[])
+    rows = [product(i) for i in range(10)]
+    database.apply([batch(rows)], plan)
+    before = {r["sku"]: r for r in snapshot(database)}
+    upload = rows + [product(3, row=20, price=Decimal("33.00")), product(4, row=21, price=Decimal("44.00")),
+                     product(4, row=22)]
+    counts = database.apply([batch(upload)], plan)
+    assert (counts.inserted, counts.updated, counts.unchanged) == (0, 1, 9)
+    after = {r["sku"]: r for r in snapshot(database)}
+    assert after["S0003"]["price"] == Decimal("33.00")
+    assert {k: v for k, v in after.items() if k != "S0003"} == {k: v for k, v in before.items() if k != "S0003"}
 
 
 def test_a_role_with_create_on_its_schema_alone_can_upload(postgres_database):
