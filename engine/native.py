@@ -8,11 +8,14 @@ ctypes releases the GIL for the duration of each call.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 COMPILE_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c11", "-D_DEFAULT_SOURCE"]
@@ -55,3 +58,18 @@ def build_library(source_path: Path, what: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+_loaded: dict[Path, ctypes.CDLL] = {}
+_loading = threading.Lock()
+
+
+def load_library(source_path: Path, what: str, declare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL:
+    """The compiled `source_path`, loaded once per process; `declare` sets its functions'
+    argument and result types (and may check the build) before anyone calls them."""
+    with _loading:
+        if source_path not in _loaded:
+            lib = ctypes.CDLL(str(build_library(source_path, what)))
+            declare(lib)
+            _loaded[source_path] = lib
+        return _loaded[source_path]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -44,25 +43,23 @@ _FORMAT = "floodgate row fingerprint 1"  # a new value changes every fingerprint
 _BUCKET_BITS = 16  # known fingerprints indexed by their top bits: a lookup touches a few neighbours
 _APPENDED = 21  # bytes a row can grow by: a separator and a signed 64-bit decimal
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
+_SOURCE = Path(__file__).with_name("row_fingerprints.c")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.fingerprint_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_uint64,
+                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]
+    lib.fingerprint_rows.restype = ctypes.c_int64
 
 
 def library() -> ctypes.CDLL:
-    global _lib
-    with _lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(build_library()))
-            lib.fingerprint_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_uint64,
-                                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                             ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]
-            lib.fingerprint_rows.restype = ctypes.c_int64
-            _lib = lib
-        return _lib
+    return native.load_library(_SOURCE, "row fingerprints", _declare)
 
 
 def build_library() -> Path:
-    return native.build_library(Path(__file__).with_name("row_fingerprints.c"), "row fingerprints")
+    """Compiled ahead by `make install` (otherwise on first use)."""
+    return native.build_library(_SOURCE, "row fingerprints")
 
 
 def seed(plan: UpsertPlan, csv: bool) -> int:

@@ -121,23 +121,17 @@ def build_library() -> Path:
     return native.build_library(SOURCE, "JSON record scanner")
 
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.scan_records.argtypes = [ctypes.POINTER(_Scan)]
+    lib.scan_records.restype = ctypes.c_int
+    lib.key_hashes.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p]
+    lib.key_hashes.restype = None
+    if lib.scanner_struct_size() != ctypes.sizeof(_Scan):
+        raise ScannerBuildError("record_scanner.c and record_scanner.py disagree on the struct")
 
 
 def library() -> ctypes.CDLL:
-    global _lib
-    with _lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(build_library()))
-            lib.scan_records.argtypes = [ctypes.POINTER(_Scan)]
-            lib.scan_records.restype = ctypes.c_int
-            lib.key_hashes.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p]
-            lib.key_hashes.restype = None
-            if lib.scanner_struct_size() != ctypes.sizeof(_Scan):
-                raise ScannerBuildError("record_scanner.c and record_scanner.py disagree on the struct")
-            _lib = lib
-        return _lib
+    return native.load_library(SOURCE, "JSON record scanner", _declare)
 
 
 @dataclass(frozen=True)
