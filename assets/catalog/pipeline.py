@@ -150,6 +150,9 @@ class _Finisher:
     def write(self, table: pa.Table) -> None:
         self.staging.write(table)
 
+    def rows_done(self) -> None:
+        self.staging.rows_done()
+
     def finish(self, superseded):
         info = self.checked.store.stat(self.checked.key)
         if info is None or info.etag != self.checked.etag:
@@ -305,7 +308,7 @@ def catalog_import(
     outcome = _outcome(context, key, etag, summary, applied, measure)
     _write_json(store, settings.result_key(partition, APPLIED_FILE), outcome)
     progress.done("completed", **{k: outcome[k] for k in ("rows", "inserted", "updated", "unchanged", "rejected")})
-    yield dg.MaterializeResult(asset_key=PRODUCTS, metadata=_products_metadata(measure, outcome, catalog_database))
+    yield dg.MaterializeResult(asset_key=PRODUCTS, metadata=_products_metadata(measure, outcome, applied, catalog_database))
 
 
 def _outcome(context, key: str, etag: str, summary: ValidationSummary, applied: dict, measure: StepMeasure) -> dict:
@@ -327,7 +330,7 @@ def _outcome(context, key: str, etag: str, summary: ValidationSummary, applied: 
     }
 
 
-def _products_metadata(measure: StepMeasure, outcome: dict, database: CatalogDatabase) -> dict:
+def _products_metadata(measure: StepMeasure, outcome: dict, applied: dict, database: CatalogDatabase) -> dict:
     return step_metadata(
         measure,
         rows_in=outcome["rows"],
@@ -338,6 +341,9 @@ def _products_metadata(measure: StepMeasure, outcome: dict, database: CatalogDat
         unchanged=dg.MetadataValue.int(outcome["unchanged"]),
         rejected=dg.MetadataValue.int(outcome["rejected"]),
         superseded=dg.MetadataValue.int(outcome["superseded"]),
+        # rows sent to the database and compared there; the other unchanged rows were known
+        # unchanged by their fingerprint (PostgreSQL, engine/catalog/row_fingerprints.py)
+        staged=dg.MetadataValue.int(applied.get("staged", 0)),
         table=database.describe(),
     )
 
@@ -361,7 +367,7 @@ def _apply_validated(context, store: ObjectStore, settings: CatalogSettings, dat
             counts = database.apply(read_validated_rows(f), plan, progress=lambda n: progress.update(n, n, force=True))
     outcome = _outcome(context, key, etag, summary, counts.as_dict(), measure)
     _write_json(store, settings.result_key(partition, APPLIED_FILE), outcome)
-    return dg.MaterializeResult(asset_key=PRODUCTS, metadata=_products_metadata(measure, outcome, database))
+    return dg.MaterializeResult(asset_key=PRODUCTS, metadata=_products_metadata(measure, outcome, counts.as_dict(), database))
 
 
 @dg.asset(

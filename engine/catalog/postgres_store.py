@@ -335,6 +335,12 @@ class PostgresStaging:
         if table.num_rows:
             self._queue.put(table.select(["row", *self.plan.staging_columns]))
 
+    def rows_done(self) -> None:
+        """No more rows: the COPY ends, and the COPY thread's buffers and the table's
+        fingerprints (4.5 MB at 500k products) go before the repeated SKUs are worked out,
+        the import's last step and often its peak of memory."""
+        self._drain()
+
     def _drain(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)

@@ -259,5 +259,6 @@ def apply_last_occurrences(staging: "Stager", batches: Iterable[pa.Table]) -> Up
         for table in batches:
             staging.write(table)
             tracker.add(table.column(SKU).combine_chunks(), table.column("row").combine_chunks())
+        staging.rows_done()
         return staging.finish(tracker.superseded().rows)
 

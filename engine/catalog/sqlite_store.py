@@ -156,6 +156,9 @@ class SqliteStaging:
             if self.progress is not None:
                 self.progress(self.counts.staged)
 
+    def rows_done(self) -> None:
+        pass  # each write has inserted its rows already
+
     def finish(self, superseded: Sequence[int] | np.ndarray = ()) -> UpsertCounts:
         """Apply the staged rows but the superseded ones (row numbers), and commit."""
         conn = self._conn

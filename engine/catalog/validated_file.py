@@ -100,6 +100,8 @@ class Stager(Protocol):
 
     def write(self, table: pa.Table) -> None: ...
 
+    def rows_done(self) -> None: ...  # no more writes: what only writing needed can go
+
     def finish(self, superseded: np.ndarray) -> UpsertCounts: ...  # rows not to apply
 
 
@@ -186,6 +188,8 @@ def _validate(open_source, name, open_outputs, options, max_reject_fraction, pro
                         trim()
                         batch = None
                         batch = next(batches, None)
+                    if stager is not None:
+                        stager.rows_done()  # its COPY ends while the repeated SKUs are worked out
                     superseded = tracker.superseded()
                     rejects.write_superseded(superseded, header_map.fields[SKU])
                     if stager is not None:

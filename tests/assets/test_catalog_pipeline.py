@@ -406,6 +406,7 @@ def test_a_run_against_postgresql(tmp_path):
         rows[5][3] = Decimal("1.25")
         products = metadata(catalog.run(catalog.upload("b.csv", rows_text(rows))), PRODUCTS)
         assert (products["inserted"], products["updated"], products["unchanged"]) == (0, 1, 1999)
+        assert products["staged"] == 1  # the other rows were known unchanged by their fingerprints
         assert catalog.database.rows([rows[5][0]])[0]["price"] == Decimal("1.25")
         assert products["table"].startswith("postgresql:") and "public" not in products["table"]
     finally:
