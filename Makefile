@@ -18,7 +18,7 @@ EMULATOR_STAMP := $(EMULATOR_VENV)/.installed
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
-	@command -v cc >/dev/null || command -v gcc >/dev/null || { echo "needs a C compiler (apt-get install gcc) for the JSON record scanner"; exit 1; }
+	@command -v cc >/dev/null || command -v gcc >/dev/null || { echo "needs a C compiler (apt-get install gcc) for its C helpers (the JSON record scanner, the row fingerprints)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
