@@ -338,10 +338,7 @@ class PostgresStaging:
     def rows_done(self) -> None:
         """No more rows: the COPY ends, and the COPY thread's buffers and the table's
         fingerprints (4.5 MB at 500k products) go before the repeated SKUs are worked out,
-        the import's last step and often its peak of memory."""
-        self._drain()
-
-    def _drain(self) -> None:
+        the import's last step and often its peak of memory. Raises what the COPY met."""
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -350,7 +347,7 @@ class PostgresStaging:
 
     def finish(self, superseded: Sequence[int] | np.ndarray = ()) -> UpsertCounts:
         """Apply the staged rows but the superseded ones (row numbers), and commit."""
-        self._drain()
+        self.rows_done()  # nothing more to wait for when the caller has said so
         with self._conn.cursor() as cursor:
             if len(superseded):
                 # the row numbers COPYed into a table of their own and deleted with a join:

@@ -22,7 +22,7 @@ static inline uint64_t fmix64(uint64_t k) {
 
 /* MurmurHash3's 64-bit block mix, one lane, eight bytes a step; the length is mixed in so
    that trailing zero bytes change the hash. */
-uint64_t fingerprint_bytes(const uint8_t *p, int64_t n, uint64_t seed) {
+static uint64_t fingerprint_bytes(const uint8_t *p, int64_t n, uint64_t seed) {
     const uint64_t c1 = 0x87c37b91114253d5ULL, c2 = 0x4cf5ad432745937fULL;
     uint64_t h = seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
     int64_t i = 0;
@@ -72,7 +72,7 @@ static int64_t write_int64(uint8_t *out, int64_t value) {
 /* For each row of `in` (`size` bytes, text format or CSV when `csv`): its fingerprint, with
    `seed`. A row whose fingerprint is known (`known` non-NULL) is left out and counted in
    *skipped; every other row is written to `out` with its fingerprint (signed, decimal)
-   appended as a last field. `out` must hold size + 21 bytes per line break of `in`.
+   appended as a last field. `out` must hold size + 21 bytes per row of `in`.
    Returns the rows written, and *out_size the bytes; -1 when a row has no separator after
    its first field or does not end with a line break (*out_size: where). */
 int64_t fingerprint_rows(const uint8_t *in, int64_t size, int32_t csv, uint64_t seed, const uint64_t *known,
